@@ -108,7 +108,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "yolov8n", "object detection (YOLOv8n architecture sample)", "nudenet", "3.4.2",
         "AGPL-3.0", "nudenet/320n.onnx", "onnx", {"images": (1, 3, 320, 320)},
         "RGB letterboxed to 320x320, x/255", "YOLOv8n detector, 18 classes, 3.0M params",
-        data="photos", notes="bundled LICENSE is AGPL-3.0 although the metadata says MIT; the class set is NSFW body parts, so it serves as a YOLOv8n architecture sample",
+        data="photos", notes="bundled LICENSE is AGPL-3.0 although the metadata says MIT; the class set is NSFW "
+        "body parts, so it serves as a YOLOv8n architecture sample",
         tags=("cnn", "detector")),
 )
 

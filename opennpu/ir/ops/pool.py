@@ -18,6 +18,8 @@ def pool_geometry(x_shape, attrs):
         raise ShapeError(f"kernel_shape {kernel} does not match input rank {len(x_shape)}")
     strides = list(attrs.get("strides") or [1] * nsp)
     dilations = list(attrs.get("dilations") or [1] * nsp)
+    if any(int(v) <= 0 for v in kernel + strides + dilations):
+        raise ShapeError(f"pooling kernel/stride/dilation must be positive: {kernel} {strides} {dilations}")
     pads = resolve_auto_pad(attrs, x_shape[2:], kernel, strides, dilations)
     ceil = bool(attrs.get("ceil_mode", 0))
     out = [conv_out_dim(x_shape[2 + i], kernel[i], strides[i], dilations[i], pads[i], pads[nsp + i], ceil)

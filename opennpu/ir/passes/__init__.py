@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..graph import Graph
 from .fusion import fold_batchnorm, fold_pad_into_conv, fuse_activations, remove_identities
+from .layout import cancel_transposes
 from .shapes import Limits, infer_shapes, parse_input_shapes, pin_input_shapes
 
 
@@ -18,6 +19,10 @@ def canonicalize(graph: Graph, input_shapes: dict[str, tuple[int, ...]] | None =
     steps: list[tuple[str, Callable[[Graph], int]]] = [("remove_identities", remove_identities)]
     if fuse:
         steps += [("fold_batchnorm", fold_batchnorm), ("fold_pad_into_conv", fold_pad_into_conv),
+                  ("fuse_activations", fuse_activations),
+                  # NHWC importers wrap spatial ops in transposes; cancelling them exposes more Pad->Conv
+                  # and op->Relu pairs, so those two folds run once more.
+                  ("cancel_transposes", cancel_transposes), ("fold_pad_into_conv", fold_pad_into_conv),
                   ("fuse_activations", fuse_activations)]
     log = graph.metadata.setdefault("passes", [])
     for name, fn in steps:

@@ -126,12 +126,15 @@ def _clamp_of(graph: Graph, node: Node) -> tuple[float, float] | None:
 def fuse_activations(graph: Graph) -> int:
     """Producer -> Relu/Clip (single consumer) becomes the producer with attrs["clip"]."""
     count = 0
+    # Producer/consumer maps are kept up to date incrementally: recomputing them per node is O(N^2).
     consumers = graph.consumers()
+    producers = graph.producers()
+    removed: set[int] = set()
     for act in list(graph.nodes):
         clamp = _clamp_of(graph, act)
         if clamp is None:
             continue
-        prod = graph.producers().get(act.inputs[0])
+        prod = producers.get(act.inputs[0])
         if prod is None or prod.op_type not in CLAMP_PRODUCERS or len(prod.outputs) != 1:
             continue
         if _single_consumer(graph, prod.outputs[0], consumers) is not act:
@@ -140,10 +143,14 @@ def fuse_activations(graph: Graph) -> int:
             continue
         lo, hi = prod.attrs.get("clip", (float("-inf"), float("inf")))
         prod.attrs["clip"] = (max(lo, clamp[0]), min(hi, clamp[1]))
+        old = prod.outputs[0]
         prod.outputs = [act.outputs[0]]
-        graph.nodes.remove(act)
-        consumers = graph.consumers()
+        producers.pop(old, None)
+        producers[act.outputs[0]] = prod
+        consumers[old] = []
+        removed.add(id(act))
         count += 1
     if count:
+        graph.nodes = [n for n in graph.nodes if id(n) not in removed]
         graph.remove_unused()
     return count

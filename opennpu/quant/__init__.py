@@ -1,0 +1,1 @@
+"""Quantization: calibration, quantized parameters and integer reference kernels."""
