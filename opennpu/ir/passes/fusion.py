@@ -154,3 +154,39 @@ def fuse_activations(graph: Graph) -> int:
         graph.nodes = [n for n in graph.nodes if id(n) not in removed]
         graph.remove_unused()
     return count
+
+
+def fuse_gated_activations(graph: Graph) -> int:
+    """``x * Sigmoid(x)`` becomes ``Silu(x)``; ``x * HardSigmoid(x)`` with alpha 1/6, beta 1/2 becomes
+    ``HardSwish(x)``. Exporters spell these activations out (YOLOv8, PP-OCR); as single ops they map to one
+    NPU lookup table instead of two ops."""
+    count = 0
+    consumers = graph.consumers()
+    producers = graph.producers()
+    removed: set[int] = set()
+    for mul in graph.nodes:
+        if mul.op_type != "Mul" or len(mul.inputs) != 2:
+            continue
+        for gate_in, x in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
+            gate = producers.get(gate_in)
+            if gate is None or id(gate) in removed or gate.inputs[:1] != [x] or "clip" in gate.attrs:
+                continue
+            if gate.op_type == "Sigmoid":
+                fused = "Silu"
+            elif gate.op_type == "HardSigmoid" and np.isclose(gate.attrs.get("alpha", 0.2), 1 / 6) \
+                    and np.isclose(gate.attrs.get("beta", 0.5), 0.5):
+                fused = "HardSwish"
+            else:
+                continue
+            if _single_consumer(graph, gate_in, consumers) is not mul:
+                continue
+            if graph.tensor(x).shape != graph.tensor(mul.outputs[0]).shape:
+                continue
+            mul.op_type, mul.inputs, mul.attrs = fused, [x], {}
+            removed.add(id(gate))
+            count += 1
+            break
+    if count:
+        graph.nodes = [n for n in graph.nodes if id(n) not in removed]
+        graph.remove_unused()
+    return count
