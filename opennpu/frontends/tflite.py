@@ -549,18 +549,7 @@ class _Importer:
         wi = self.T(w).shape[1]
         if wi <= 0 or cin % wi:
             raise ModelFormatError(f"CONV_2D: input has {cin} channels, filter expects multiples of {wi}")
-        strides, dil = (
-            (int(o.StrideH()), int(o.StrideW())),
-            (int(o.DilationHFactor()), int(o.DilationWFactor())),
-        )
-        kernel = tuple(self.T(w).shape[2:])
-        attrs = {
-            "strides": list(strides),
-            "dilations": list(dil),
-            "group": cin // wi,
-            **self._pads(x, kernel, strides, dil, int(o.Padding())),
-        }
-        self.spatial("Conv", [self.to_nchw(x), w, *self.bias()], y, attrs, int(o.FusedActivationFunction()))
+        self._emit_conv(o, x, w, y, group=cin // wi)
 
     def depthwise_conv_2d(self) -> None:
         self.need(2)
@@ -571,17 +560,15 @@ class _Importer:
         cout = self.T(w).shape[0]
         if cin <= 0 or cout % cin:
             raise ModelFormatError(f"DEPTHWISE_CONV_2D: {cout} filters for {cin} input channels")
-        strides, dil = (
-            (int(o.StrideH()), int(o.StrideW())),
-            (int(o.DilationHFactor()), int(o.DilationWFactor())),
-        )
+        self._emit_conv(o, x, w, y, group=cin)
+
+    def _emit_conv(self, o: Any, x: str, w: str, y: str, group: int) -> None:
+        """Conv / depthwise conv share options (strides, dilations, padding, fused activation)."""
+        strides = (int(o.StrideH()), int(o.StrideW()))
+        dil = (int(o.DilationHFactor()), int(o.DilationWFactor()))
         kernel = tuple(self.T(w).shape[2:])
-        attrs = {
-            "strides": list(strides),
-            "dilations": list(dil),
-            "group": cin,
-            **self._pads(x, kernel, strides, dil, int(o.Padding())),
-        }
+        attrs = {"strides": list(strides), "dilations": list(dil), "group": group,
+                 **self._pads(x, kernel, strides, dil, int(o.Padding()))}
         self.spatial("Conv", [self.to_nchw(x), w, *self.bias()], y, attrs, int(o.FusedActivationFunction()))
 
     def _transpose_conv(
