@@ -38,3 +38,15 @@ class ZooError(OpenNPUError):
 
 class CheckpointError(OpenNPUError):
     """A checkpoint (.pth / .safetensors) is corrupt or asks for something the safe reader refuses."""
+
+
+class ProgramFormatError(OpenNPUError):
+    """A compiled program file (.npu) or an embedded serialized graph is truncated, corrupt or too new."""
+
+
+class CompileError(OpenNPUError):
+    """A model or operator cannot be compiled for a target (a value does not fit a register field, a limit)."""
+
+
+class DeviceError(OpenNPUError):
+    """The (emulated) device cannot execute a program: bad DMA address, looping chain, unsupported registers."""
