@@ -1,4 +1,4 @@
-"""Command line: ``opennpu zoo list|fetch``, ``opennpu inspect``, ``opennpu run``, ``opennpu demo``.
+"""Command line: ``opennpu zoo list|fetch``, ``inspect``, ``run``, ``export``, ``demo``.
 
 Every opennpu error becomes one ``error: ...`` line on stderr and a non-zero exit code, never a traceback.
 """
@@ -135,6 +135,14 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_tflite
+
+    Path(args.output).write_bytes(export_tflite(_load(args), nhwc_io=args.nhwc_io))
+    print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -163,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("-o", "--output", help="write outputs to this .npz")
     _add_shape_args(p_run)
     p_run.set_defaults(func=cmd_run)
+
+    p_export = sub.add_parser("export", help="write a model (float or quantized) as a .tflite flatbuffer")
+    p_export.add_argument("model", help="model file (.onnx, .tflite) or zoo name")
+    p_export.add_argument("-o", "--output", required=True, help="output .tflite path")
+    p_export.add_argument("--nhwc-io", action="store_true", help="expose NHWC inputs/outputs (no boundary transposes)")
+    _add_shape_args(p_export)
+    p_export.set_defaults(func=cmd_export)
 
     p_demo = sub.add_parser("demo", help="the main job: a real model on real photos")
     p_demo.add_argument("--photo", action="append", help="photo names from opennpu.data.PHOTOS")
