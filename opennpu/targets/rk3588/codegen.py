@@ -1,0 +1,205 @@
+"""Register code generation for one RK3588 conv task: ``emit_conv(task) -> [(register, value), ...]``.
+
+The order and the fixed values follow Mesa's ``fill_first_regcmd`` (rkt_regcmd.c @5b829658; the table in
+docs/rk3588-hardware.md); every value is packed field by field with ``registers.pack`` (CompileError when a
+value does not fit). Where opennpu departs from Mesa it says so below and in docs/rk3588-arithmetic.md:
+
+* requantization operands come from arith.compute_requant_params (no hard-coded scale tables);
+* the input pad value is the input zero point (Mesa's special cases 0xffff8080 / 0x0b0b are not used);
+* CNA_DMA_CON1/CON2 encode byte strides as ``LINE = line/4``, ``SURF = surf/16 - LINE`` (our reading of Mesa's
+  ``W*16/4`` and ``line*(H/4 - 1)``; equal to Mesa's values for dense maps of >= 4 rows);
+* fused ReLU/ReLU6 use the BS (or EW) ReLU/ReLUx units (Mesa bypasses them);
+* per-channel scales use the BS MUL with an 8-byte BS stream record (iav [3P]) and DPU_RDMA 0x5024 = records-1;
+* a fused add reads its whole operand through the ERDMA (EW_BASE_ADDR, MRDMA disabled), where Mesa points
+  SRC_BASE_ADDR at the operand and EW_BASE_ADDR one surface further with COMB_USE=5 (unexplained).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opennpu.runtime.emulator import Emulator, RegisterSpec
+from opennpu.runtime.emulator.npu_math import DEFAULT_ROUNDING, RoundingModel
+
+from . import regcmd
+from .registers import BLOCKS, pack, twos
+from .task import ATOM, ConvTask
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def cna_dma_strides(task: ConvTask) -> tuple[int, int]:
+    """(CNA_DMA_CON1.LINE_STRIDE, CNA_DMA_CON2.SURF_STRIDE) for the task's byte strides."""
+    line = task.input_line_stride // 4
+    surf = task.input_surf_stride // ATOM - line
+    if _cdiv(task.in_channels_aligned, ATOM) == 1:
+        surf = max(surf, 0)  # one surface: the stride is never used
+    return line, surf
+
+
+def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
+    """The register writes of one conv task, in Mesa's order (the PC tail is added by regcmd.link)."""
+    g, r = task.geometry, task.requant
+    sy, sx = g.stride
+    dw = g.depthwise
+    out: list[tuple[str, int]] = []
+
+    def w(name: str, value: int | None = None, **fields: int) -> None:
+        out.append((name, pack(name, **fields) if value is None else value))
+
+    con0 = pack("CNA_CBUF_CON0", WEIGHT_BANK=task.weight_banks, DATA_BANK=task.data_banks,
+                WEIGHT_REUSE=int(task.weight_reuse))
+    con1 = pack("CNA_CONV_CON1", CONV_MODE=3 if dw else 0)
+    pp = dict(POINTER_PP_MODE=1, EXECUTER_PP_EN=1, POINTER_PP_EN=1)
+    w("CNA_CBUF_CON0", con0)
+    w("CNA_DCOMP_REGNUM", 0)
+    w("CNA_DCOMP_CTRL", 0)
+    w("CNA_CONV_CON1", con1)
+    w("DPU_S_POINTER", **pp)
+    w("DPU_RDMA_RDMA_S_POINTER", **pp)
+    w("CNA_CONV_CON1", con1)
+    w("CNA_CONV_CON2", FEATURE_GRAINS=50 + sy + 1)  # Mesa: "Magic: Seems to pass the most tests"
+    w("CNA_CONV_CON3", CONV_X_STRIDE=sx, CONV_Y_STRIDE=sy)
+    w("CNA_DATA_SIZE0", DATAIN_WIDTH=g.in_w, DATAIN_HEIGHT=g.in_h)
+    w("CNA_DATA_SIZE1", DATAIN_CHANNEL_REAL=g.in_c - 1, DATAIN_CHANNEL=task.in_channels_aligned)
+    w("CNA_DATA_SIZE2", DATAOUT_WIDTH=g.out_w)
+    w("CNA_DATA_SIZE3", DATAOUT_ATOMICS=g.out_w * g.out_h)
+    w("CNA_WEIGHT_SIZE0", WEIGHT_BYTES=task.weight_bytes)
+    w("CNA_WEIGHT_SIZE1", WEIGHT_BYTES_PER_KERNEL=task.weight_bytes_per_kernel)
+    w("CNA_WEIGHT_SIZE2", WEIGHT_WIDTH=g.kw, WEIGHT_HEIGHT=g.kh, WEIGHT_KERNELS=task.weight_kernels)
+    w("CNA_CBUF_CON0", con0)
+    w("CNA_CBUF_CON1", DATA_ENTRIES=task.data_entries)
+    w("CNA_CVT_CON0", DATA_SIGN=1, CVT_TYPE=1, CVT_BYPASS=1)  # signed int8 input, convert bypassed
+    w("CNA_CVT_CON1", CVT_SCALE0=1)
+    w("CNA_CVT_CON2", CVT_SCALE1=1)
+    w("CNA_CVT_CON3", CVT_SCALE2=1)
+    w("CNA_CVT_CON4", CVT_SCALE3=1)
+    w("CNA_FC_CON0", 0)
+    w("CNA_FC_CON1", 0)
+    w("CNA_PAD_CON0", PAD_LEFT=g.pads[1], PAD_TOP=g.pads[0])
+    w("CNA_FEATURE_DATA_ADDR", FEATURE_BASE_ADDR=task.input_addr)
+    w("CNA_FC_CON2", 0)
+    w("CNA_DMA_CON0", WEIGHT_BURST_LEN=15, DATA_BURST_LEN=15)
+    line, surf = cna_dma_strides(task)
+    w("CNA_DMA_CON1", LINE_STRIDE=line)
+    w("CNA_DMA_CON2", SURF_STRIDE=surf)
+    w("CNA_FC_DATA_SIZE0", DMA_WIDTH=g.in_w, DMA_HEIGHT=g.in_h)
+    w("CNA_FC_DATA_SIZE1", DMA_CHANNEL=task.in_channels_aligned)
+    w("CNA_DCOMP_CTRL", 0)
+    w("CNA_DCOMP_REGNUM", 0)
+    w("CNA_DCOMP_ADDR0", DECOMPRESS_ADDR0=task.weight_addr)
+    for i in range(16):
+        w(f"CNA_DCOMP_AMOUNT{i}", 0)
+    w("CNA_CVT_CON5", 0)
+    w("CNA_PAD_CON1", PAD_VALUE=twos(r.input_zero_point, 32))
+
+    w("CORE_MISC_CFG", QD_EN=1, DW_EN=int(dw))
+    w("CORE_DATAOUT_SIZE_0", DATAOUT_HEIGHT=g.out_h - 1, DATAOUT_WIDTH=g.out_w - 1)
+    w("CORE_DATAOUT_SIZE_1", DATAOUT_CHANNEL=task.out_channels_aligned - 1)
+    w("CORE_CLIP_TRUNCATE", CLIP_TRUNCATE=r.truncate_bits)
+    w("CORE_UNKNOWN_3030", 0)
+
+    w("DPU_FEATURE_MODE_CFG", BURST_LEN=15, OUTPUT_MODE=2, CONV_MODE=3 if dw else 0)
+    w("DPU_DATA_FORMAT", 0)
+    w("DPU_OFFSET_PEND", 0)
+    w("DPU_DST_BASE_ADDR", DST_BASE_ADDR=task.output_addr)
+    w("DPU_DST_SURF_STRIDE", DST_SURF_STRIDE=task.output_surf_stride // ATOM)
+    w("DPU_DATA_CUBE_WIDTH", WIDTH=g.out_w - 1)
+    w("DPU_DATA_CUBE_HEIGHT", HEIGHT=g.out_h - 1)
+    w("DPU_DATA_CUBE_NOTCH_ADDR", 0)
+    w("DPU_DATA_CUBE_CHANNEL", ORIG_CHANNEL=g.out_c - 1, CHANNEL=task.out_channels_aligned - 1)
+
+    ew = r.ew
+    bs_relu = r.relu and ew is None
+    bs_relux = r.relux is not None and ew is None
+    w("DPU_BS_CFG", BS_ALU_ALGO=2, BS_ALU_SRC=1, BS_RELU_BYPASS=int(not bs_relu), BS_RELUX_EN=int(bs_relux),
+      BS_MUL_BYPASS=int(not r.per_channel))
+    w("DPU_BS_ALU_CFG", 0)
+    if r.per_channel:
+        w("DPU_BS_MUL_CFG", BS_MUL_SHIFT_VALUE=r.mul_shift, BS_MUL_SRC=1)
+    else:
+        w("DPU_BS_MUL_CFG", 0)
+    w("DPU_BS_RELUX_CMP_VALUE", BS_RELUX_CMP_DAT=twos(r.relux, 32) if bs_relux else 0)
+    size_e = 3 if dw else 1
+    w("DPU_BS_OW_CFG", SIZE_E_2=size_e, SIZE_E_1=size_e, SIZE_E_0=size_e)
+    w("DPU_BS_OW_OP", OW_OP=0)  # symmetric int8 weights: 0x80 - (wzp + 0x80) = 0
+    w("DPU_WDMA_SIZE_0", CHANNEL_WDMA=task.out_channels_aligned - 1)
+    w("DPU_WDMA_SIZE_1", HEIGHT_WDMA=g.out_h - 1, WIDTH_WDMA=g.out_w - 1)
+    w("DPU_BN_CFG", BN_RELU_BYPASS=1, BN_MUL_BYPASS=1, BN_ALU_BYPASS=1, BN_BYPASS=1)
+    w("DPU_BN_ALU_CFG", 0)
+    w("DPU_BN_MUL_CFG", 0)
+    w("DPU_BN_RELUX_CMP_VALUE", 0)
+    if ew is not None:
+        w("DPU_EW_CFG", EW_CVT_TYPE=1, EW_DATA_MODE=1, EDATA_SIZE=1, EW_ALU_ALGO=2,
+          EW_RELU_BYPASS=int(not r.relu), EW_RELUX_EN=int(r.relux is not None), EW_LUT_BYPASS=1, EW_OP_SRC=1)
+        w("DPU_EW_CVT_OFFSET_VALUE", EW_OP_CVT_OFFSET=twos(ew.offset, 32))
+        w("DPU_EW_CVT_SCALE_VALUE", EW_OP_CVT_SHIFT=ew.shift, EW_OP_CVT_SCALE=ew.scale)
+        w("DPU_EW_RELUX_CMP_VALUE", EW_RELUX_CMP_DAT=twos(r.relux, 32) if r.relux is not None else 0)
+    else:
+        w("DPU_EW_CFG", EW_RELU_BYPASS=1, EW_OP_CVT_BYPASS=1, EW_LUT_BYPASS=1, EW_OP_BYPASS=1, EW_BYPASS=1)
+        w("DPU_EW_CVT_OFFSET_VALUE", 0)
+        w("DPU_EW_CVT_SCALE_VALUE", EW_OP_CVT_SCALE=1)
+        w("DPU_EW_RELUX_CMP_VALUE", 0)
+    w("DPU_OUT_CVT_OFFSET", OUT_CVT_OFFSET=twos(r.out_offset, 32))
+    w("DPU_OUT_CVT_SCALE", OUT_CVT_SCALE=r.out_scale)
+    w("DPU_OUT_CVT_SHIFT", OUT_CVT_SHIFT=r.out_shift)
+    for i in range(8):
+        w(f"DPU_EW_OP_VALUE_{i}", 0)
+    w("DPU_SURFACE_ADD", SURF_ADD=g.out_w * g.out_h * 2 * (2 if dw else 1))  # Mesa's value, meaning unknown
+    w("DPU_UNKNOWN_40C4", 0)
+    for name in ("LUT_ACCESS_CFG", "LUT_ACCESS_DATA", "LUT_CFG", "LUT_INFO", "LUT_LE_START", "LUT_LE_END",
+                 "LUT_LO_START", "LUT_LO_END", "LUT_LE_SLOPE_SCALE", "LUT_LE_SLOPE_SHIFT", "LUT_LO_SLOPE_SCALE",
+                 "LUT_LO_SLOPE_SHIFT"):
+        w(f"DPU_{name}", 0)
+
+    w("DPU_RDMA_RDMA_DATA_CUBE_WIDTH", WIDTH=g.out_w - 1)
+    w("DPU_RDMA_RDMA_DATA_CUBE_HEIGHT", HEIGHT=g.out_h - 1)
+    w("DPU_RDMA_RDMA_DATA_CUBE_CHANNEL", CHANNEL=task.out_channels_aligned - 1)
+    w("DPU_RDMA_RDMA_SRC_BASE_ADDR", 0)
+    w("DPU_RDMA_RDMA_BRDMA_CFG", BRDMA_DATA_USE=3 if r.per_channel else 1)
+    w("DPU_RDMA_RDMA_BS_BASE_ADDR", BS_BASE_ADDR=task.bias_addr)
+    if r.per_channel:
+        w("DPU_RDMA_RDMA_UNKNOWN_5024", g.out_c - 1)  # iav (RK3568): BS stream length in 8-byte words - 1
+    w("DPU_RDMA_RDMA_NRDMA_CFG", 0)
+    w("DPU_RDMA_RDMA_BN_BASE_ADDR", 0)
+    if ew is not None:
+        assert task.ew_addr is not None
+        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DATA_MODE=1, ERDMA_DATA_SIZE=1)
+        w("DPU_RDMA_RDMA_EW_BASE_ADDR", EW_BASE_ADDR=task.ew_addr)
+        w("DPU_RDMA_RDMA_EW_SURF_STRIDE", EW_SURF_STRIDE=task.ew_surf_stride // ATOM)
+    else:
+        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DISABLE=1)
+        w("DPU_RDMA_RDMA_EW_BASE_ADDR", 0)
+        w("DPU_RDMA_RDMA_EW_SURF_STRIDE", 0)
+    w("DPU_RDMA_RDMA_FEATURE_MODE_CFG", BURST_LEN=15, MRDMA_DISABLE=1, CONV_MODE=3 if dw else 0)
+    w("DPU_RDMA_RDMA_SRC_DMA_CFG", 0)
+    w("DPU_RDMA_RDMA_SURF_NOTCH", 0)
+    w("DPU_RDMA_RDMA_PAD_CFG", 0)
+    w("DPU_RDMA_RDMA_WEIGHT", E_WEIGHT=1, N_WEIGHT=1, B_WEIGHT=1, M_WEIGHT=1)
+    w("DPU_RDMA_RDMA_EW_SURF_NOTCH", 0)
+    return out
+
+
+def conv_regcmd_task(task: ConvTask) -> regcmd.Task:
+    """The regcmd.Task (body only; regcmd.link adds the chaining tail) of one conv task."""
+    t = regcmd.Task(name=task.name)
+    for name, value in emit_conv(task):
+        t.write(name, value)
+    return t
+
+
+def link_conv_tasks(tasks: Sequence[ConvTask], base_addr: int) -> tuple[bytes, list[regcmd.Placement]]:
+    """Emit and chain several conv tasks into one regcmd buffer at ``base_addr`` (regcmd.link)."""
+    return regcmd.link([conv_regcmd_task(t) for t in tasks], base_addr)
+
+
+def register_spec() -> RegisterSpec:
+    """The RK3588 register table as the plain data the emulator takes (it never imports the target)."""
+    return RegisterSpec.from_blocks(BLOCKS.values())
+
+
+def make_emulator(memory_size: int, rounding: RoundingModel = DEFAULT_ROUNDING) -> Emulator:
+    """An emulator wired with the RK3588 register table."""
+    return Emulator(memory_size, register_spec(), rounding=rounding)
