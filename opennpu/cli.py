@@ -1,4 +1,4 @@
-"""Command line: ``opennpu zoo list|fetch``, ``inspect``, ``run``, ``export``, ``demo``.
+"""Command line: ``opennpu zoo list|fetch``, ``inspect``, ``compile``, ``run``, ``export``, ``demo``.
 
 Every opennpu error becomes one ``error: ...`` line on stderr and a non-zero exit code, never a traceback.
 """
@@ -91,6 +91,24 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+class _InputSpec:
+    """The slice of a graph that ``_read_inputs`` needs, for programs (no graph at hand)."""
+
+    def __init__(self, specs) -> None:
+        self.inputs = [s.name for s in specs]
+        self._specs = {s.name: s for s in specs}
+
+    def tensor(self, name: str):
+        from .ir.graph import Tensor
+
+        spec = self._specs[name]
+        return Tensor(name, tuple(spec.shape), spec.dtype)
+
+
+def _read_program_inputs(program, specs: list[str]) -> dict[str, np.ndarray]:
+    return _read_inputs(_InputSpec(program.manifest.inputs), specs)
+
+
 def _read_inputs(graph, specs: list[str]) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -121,10 +139,17 @@ def _read_inputs(graph, specs: list[str]) -> dict[str, np.ndarray]:
 
 
 def cmd_run(args) -> int:
-    from .runtime.cpu import run_graph
+    if str(args.model).endswith(".npu"):
+        from .runtime.devices import run_program
+        from .runtime.program import load_program
 
-    graph = _load(args)
-    outputs = run_graph(graph, _read_inputs(graph, args.input))
+        program = load_program(args.model)
+        outputs = run_program(program, _read_program_inputs(program, args.input), args.device)
+    else:
+        from .runtime.cpu import run_graph
+
+        graph = _load(args)
+        outputs = run_graph(graph, _read_inputs(graph, args.input))
     for name, value in outputs.items():
         flat = value.reshape(-1)
         head = np.array2string(flat[:8], precision=4, separator=", ")
@@ -132,6 +157,23 @@ def cmd_run(args) -> int:
     if args.output:
         np.savez(args.output, **outputs)
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .runtime.program import save_program
+    from .targets.rk3588.compiler import compile_lowered
+
+    compiled = compile_lowered(_load(args), target=args.target, calibration=args.calibration, dtype=args.dtype,
+                               method=args.method, progress=True)
+    save_program(compiled.program, args.output)
+    payload = compiled.program.manifest.target_payload
+    stats = payload["stats"]
+    print(f"{args.output}: {stats['tasks']} tasks, {stats['jobs']} jobs, "
+          f"NPU MAC fraction {stats['npu_mac_fraction']:.4f}")
+    for p in payload["placements"]:
+        if p["device"] == "cpu":
+            print(f"  cpu {p['op_type']:<20} {p['node']}: {p['reason']}")
     return 0
 
 
@@ -165,12 +207,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shape_args(p_inspect)
     p_inspect.set_defaults(func=cmd_inspect)
 
-    p_run = sub.add_parser("run", help="run a model in float on the CPU")
-    p_run.add_argument("model", help="model file (.onnx, .tflite) or zoo name")
+    p_run = sub.add_parser("run", help="run a compiled .npu program on a device, or a model in float on the CPU")
+    p_run.add_argument("model", help=".npu program, model file (.onnx, .tflite) or zoo name")
+    p_run.add_argument("--device", default="emulator", choices=["emulator", "cpu", "rocket"],
+                       help="device for .npu programs (default: the bit-exact emulator)")
     p_run.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy|FILE.npz")
     p_run.add_argument("-o", "--output", help="write outputs to this .npz")
     _add_shape_args(p_run)
     p_run.set_defaults(func=cmd_run)
+
+    p_comp = sub.add_parser("compile", help="quantize and compile a model into a .npu program")
+    p_comp.add_argument("model", help="model file (.onnx, .tflite) or zoo name")
+    p_comp.add_argument("--target", default="rk3588", choices=["rk3588"])
+    p_comp.add_argument("-o", "--output", required=True, help="output .npu path")
+    p_comp.add_argument("--calibration", nargs="+", default=["zoo"], metavar="zoo|DIR|NPY",
+                        help="'zoo' (real data shipped for zoo models), a folder of images/.npy, or .npy files")
+    p_comp.add_argument("--dtype", default="int8", choices=["int8"])
+    p_comp.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"])
+    _add_shape_args(p_comp)
+    p_comp.set_defaults(func=cmd_compile)
 
     p_export = sub.add_parser("export", help="write a model (float or quantized) as a .tflite flatbuffer")
     p_export.add_argument("model", help="model file (.onnx, .tflite) or zoo name")

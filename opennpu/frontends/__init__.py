@@ -52,6 +52,13 @@ def import_model(source: str | Path | bytes, name: str | None = None) -> Graph:
     return import_onnx(data, name or "model")
 
 
+def _quantized_form(graph: Graph) -> Graph:
+    """ONNX QDQ graphs become quantized-tensor graphs (as TFLite int8 imports are) before canonicalize."""
+    from ..quant.qdq import fold_if_qdq
+
+    return fold_if_qdq(graph)
+
+
 def load_model(source: str | Path | bytes, input_shapes: dict[str, tuple[int, ...]] | None = None,
                limits: Limits | None = None, fuse: bool = True) -> Graph:
     """Load a model file, a zoo name or raw bytes into a canonical IR graph (shapes pinned and inferred,
@@ -68,6 +75,6 @@ def load_model(source: str | Path | bytes, input_shapes: dict[str, tuple[int, ..
             graph = import_model(path, entry.name)
             shapes = {**entry.input_shapes, **shapes}
             graph.metadata["zoo"] = entry.name
-            return canonicalize(graph, shapes, limits, fuse)
+            return canonicalize(_quantized_form(graph), shapes, limits, fuse)
     graph = import_model(source, name=None)
-    return canonicalize(graph, shapes, limits, fuse)
+    return canonicalize(_quantized_form(graph), shapes, limits, fuse)

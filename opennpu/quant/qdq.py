@@ -91,6 +91,8 @@ def _params(graph: Graph, node: Node) -> tuple[np.ndarray, np.ndarray, int | Non
         return None
     if node.attrs.get("block_size"):
         raise UnsupportedOpError(f"node {node.name!r} ({node.op_type}) uses blocked quantization")
+    if np.ndim(scale) > 1 or (zp is not None and np.ndim(zp) > 1):
+        raise GraphError(f"node {node.name!r} ({node.op_type}): scale and zero point must be scalars or 1-D")
     s = np.asarray(scale, dtype=np.float32).reshape(-1)
     z = np.zeros(s.shape, np.int64) if zp is None else np.asarray(zp).astype(np.int64).reshape(-1)
     if z.size != s.size:
@@ -127,6 +129,13 @@ def fold_qdq(graph: Graph) -> int:
     check_qoperator(graph)
     if not has_qdq(graph):
         return 0
+    try:
+        return _fold(graph)
+    except (TypeError, ValueError, IndexError, OverflowError) as e:  # malformed attributes / parameters
+        raise GraphError(f"cannot fold QuantizeLinear/DequantizeLinear pairs: {e}") from None
+
+
+def _fold(graph: Graph) -> int:
     before = len(graph.nodes)
     params: dict[int, tuple[np.ndarray, np.ndarray, int | None, str]] = {}
     for n in graph.nodes:
@@ -250,11 +259,76 @@ def fold_qdq(graph: Graph) -> int:
 
 
 def fold_if_qdq(graph: Graph) -> Graph:
-    """``fold_qdq`` when the graph has Q/DQ nodes (the hook ``load_model`` calls before canonicalize)."""
+    """``fold_qdq`` when an ONNX graph has Q/DQ nodes (the hook ``load_model`` calls before canonicalize).
+    TFLite imports are already in quantized-tensor form: their DEQUANTIZE -> op -> QUANTIZE islands mean
+    float computation and must stay as they are."""
+    if graph.metadata.get("format") != "onnx":
+        return graph
     check_qoperator(graph)
     if has_qdq(graph):
         fold_qdq(graph)
     return graph
 
 
-__all__ = ["check_qoperator", "fold_if_qdq", "fold_qdq", "has_qdq"]
+
+
+def dequantize(value: np.ndarray, q: QuantInfo) -> np.ndarray:
+    """Real values of an integer array: scale * (q - zero_point), per tensor or along ``q.axis``."""
+    scale = np.asarray(q.scale, np.float32).reshape(-1)
+    zp = np.asarray(q.zero_point, np.int64).reshape(-1)
+    if q.axis is not None and scale.size > 1:
+        shape = [1] * value.ndim
+        shape[q.axis] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    else:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    return ((value.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+
+
+def _quantize(x: np.ndarray, q: QuantInfo, dtype: str) -> np.ndarray:
+    scale = np.asarray(q.scale, np.float32).reshape(-1)
+    zp = np.asarray(q.zero_point, np.int64).reshape(-1)
+    if q.axis is not None and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[q.axis] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    else:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    info = np.iinfo(dtype)
+    v = np.rint(x.astype(np.float32) / scale) + zp
+    return np.clip(v, info.min, info.max).astype(dtype)
+
+
+def simulate(graph: Graph, feeds: dict[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
+    """Float simulation of a quantized-tensor graph with ONNX QDQ semantics: every node reads the real values
+    of its integer inputs, runs its float kernel, and writes integer outputs with QuantizeLinear's rounding
+    (half to even) and saturation. This is what ONNX Runtime's QDQ graph means (ORT's fused integer kernels
+    round differently: within one step); it is *not* the TFLite-exact integer executor."""
+    from ..runtime.cpu import check_feeds, run_node
+
+    env = check_feeds(graph, feeds)
+    for node in graph.nodes:
+        if node.op_type in (Q_OP, DQ_OP):
+            args = [env.get(i, graph.const(i)) if i else None for i in node.inputs]
+            outs = run_node(node, args)
+        else:
+            args = []
+            for i in node.inputs:
+                v = env.get(i) if i in env else (graph.const(i) if i else None)
+                t = graph.tensors.get(i) if i else None
+                if v is not None and t is not None and t.quant is not None and v.dtype.kind in "iu":
+                    v = dequantize(v, t.quant)
+                args.append(v)
+            with np.errstate(all="ignore"):
+                outs = run_node(node, args)
+            outs = [_quantize(v, graph.tensor(o).quant, graph.tensor(o).dtype)
+                    if o and graph.tensor(o).quant is not None else v for o, v in zip(node.outputs, outs, strict=False)]
+        for o, v in zip(node.outputs, outs, strict=False):
+            if o:
+                env[o] = v
+    if keep:
+        return env
+    return {o: env[o] if o in env else graph.tensor(o).data for o in graph.outputs}
+
+
+__all__ = ["check_qoperator", "dequantize", "fold_if_qdq", "fold_qdq", "has_qdq", "simulate"]

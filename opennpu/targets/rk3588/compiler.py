@@ -1,0 +1,272 @@
+"""Compile a model for the RK3588 NPU into a self-contained ``.npu`` Program.
+
+``compile_model(graph_or_qgraph, target="rk3588", calibration=...) -> Program``:
+
+1. quantize if needed (``opennpu.quantize``; a float model needs calibration data);
+2. partition (capabilities + partition.py), then lower (lower.py: what this slice really lowers, the rest on
+   the CPU with a reason, segments, boundary conversions, buffer lifetimes);
+3. schedule every NPU segment's conv ops as jobs on the 3 cores (schedule.py: weight-reuse chains never cut);
+4. size the regcmd buffers (word counts do not depend on addresses), plan memory (memory.py: regcmd, weights,
+   host-visible io buffers, activations with lifetime reuse, one 32-bit space), build every ConvTask with its
+   addresses, emit and chain its register words per job (codegen.py + regcmd.link);
+5. write the Program (runtime/program.py): blobs = packed weights ``w/<op>``, BS streams ``bs/<op>``, regcmd
+   buffers ``regcmd/job<j>`` (u64 words); manifest = inputs/outputs with quant, memory plan (every buffer
+   with address/size/blob), tasks and jobs (addresses, word counts, predicted cores, fence deps), and in
+   ``target_payload`` the segments (CPU segments as embedded serialized graphs; NPU segments as job lists and
+   their NCHW <-> NC1HWC2 conversions), every node's placement with its reason, and statistics.
+
+Each NPU segment also embeds its source subgraph (``src<k>``) so the "cpu" device can run the program with
+TFLite integer semantics without the source model. ``compile_lowered`` returns everything (program, quantized
+graph, lowering, memory plan, schedules, timings) for tests and reports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opennpu.errors import CompileError
+from opennpu.ir.graph import Graph
+from opennpu.runtime.emulator.npu_math import DEFAULT_ROUNDING
+from opennpu.runtime.program import Manifest, Program, TensorSpec
+
+from . import lower as LW
+from .capabilities import is_quantized
+from .codegen import link_conv_tasks
+from .memory import MemoryPlan, check_plan
+from .partition import partition
+from .schedule import SchedOp, Schedule, build_schedule
+
+TARGET = "rk3588"
+PAYLOAD_SCHEMA = 1
+
+
+@dataclass
+class Compiled:
+    program: Program
+    qgraph: Graph
+    lowering: LW.Lowering
+    memory: MemoryPlan
+    schedules: dict[int, Schedule]  # NPU segment id -> schedule
+    n_tasks: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def npu_mac_fraction(self) -> float:
+        return self.lowering.npu_mac_fraction
+
+
+def resolve_calibration(graph: Graph, spec: Any) -> Any:
+    """Calibration data for ``opennpu.quantize``: ``"zoo"`` picks real data for a zoo model (64 MNIST digits for
+    mnist-cnn, 16 augmented photos for image classifiers), a str/Path is a folder of images/.npy or one .npy, a
+    list of .npy paths, or anything ``opennpu.quant.calibration.iter_feeds`` accepts."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 1 and isinstance(spec[0], (str, Path)):
+        spec = spec[0]  # the CLI's nargs="+" list
+    if isinstance(spec, str) and spec == "zoo":
+        zoo = graph.metadata.get("zoo")
+        shape = graph.tensor(graph.inputs[0]).shape if len(graph.inputs) == 1 else None
+        if zoo == "mnist-cnn":
+            from opennpu.data import mnist5k
+            from opennpu.zoo.builders.mnist_cnn import preprocess_mnist
+
+            x = preprocess_mnist(mnist5k()[0][:64])
+            b = shape[0] if shape else 1
+            return [{graph.inputs[0]: x[i:i + b]} for i in range(0, 64 - b + 1, b)]
+        if shape is not None and len(shape) == 4 and shape[1] == 3 and shape[2] == shape[3]:
+            from opennpu.data.augment import imagenet_calibration_set
+
+            scheme = {"efficientnet-lite0": "tf-lite"}.get(zoo or "", "torchvision")
+            return [{graph.inputs[0]: x} for x in imagenet_calibration_set(16, shape[2], scheme)]
+        raise CompileError(f"no zoo calibration set for model {zoo or graph.name!r}: pass a folder or .npy files")
+    return spec
+
+
+def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: bool) -> Graph:
+    from opennpu.frontends import load_model
+
+    g = load_model(model) if isinstance(model, (str, Path)) else model
+    if not isinstance(g, Graph):
+        raise CompileError(f"compile_model takes a Graph or a model path, got {type(model).__name__}")
+    if is_quantized(g):
+        return g
+    if calibration is None:
+        raise CompileError(f"model {g.name!r} is float: compiling for {TARGET} needs calibration data "
+                           "(calibration='zoo', a folder of images/.npy, or feed dicts)")
+    import opennpu
+
+    return opennpu.quantize(g, resolve_calibration(g, calibration), dtype=dtype, method=method, progress=progress)
+
+
+def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
+    convs = [low.ops[n] for n in seg.ops if isinstance(low.ops[n], LW.ConvOp)]
+    producer = {low.views[o.output]: o.name for o in convs}
+    out = []
+    for op in convs:
+        reads = [low.views[op.input]] + ([low.views[op.ew_input]] if op.ew_input else [])
+        deps = tuple(dict.fromkeys(producer[b] for b in reads if b in producer and producer[b] != op.name))
+        ext = tuple(f"act/{b}" for b in reads if b not in producer)
+        out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), deps,
+                                          output_bo=f"act/{low.views[op.output]}", input_bos=ext))
+    return out
+
+
+def _spec_json(c: LW.Conversion, low: LW.Lowering, addr: int) -> dict[str, Any]:
+    buf = low.buffers[c.buffer]
+    chw = LW._as_map(c.shape)
+    return {"tensor": c.tensor, "buffer": f"act/{buf.name}", "address": addr, "shape": list(c.shape),
+            "dtype": c.dtype, "chw": list(chw), "surf_stride": buf.surf_stride, "pad_value": c.pad_value}
+
+
+def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
+                    method: str = "minmax", progress: bool = False) -> Compiled:
+    """Everything compile_model does, returning the intermediate results too."""
+    if target != TARGET:
+        raise CompileError(f"unknown target {target!r} (this compiler targets {TARGET!r})")
+    if dtype != "int8":
+        raise CompileError(f"rk3588 compilation for dtype {dtype} not implemented yet (planned: fp16); use int8")
+    t0 = time.perf_counter()
+    q = _quantized(model, calibration, dtype, method, progress)
+    t1 = time.perf_counter()
+    for name in q.inputs:
+        shape = q.tensor(name).shape
+        if shape is None or any(int(d) < 1 for d in shape):
+            raise CompileError(f"input {name!r} has a dynamic shape {shape}: pin input shapes before compiling")
+    low = LW.lower(q, partition(q))
+    t2 = time.perf_counter()
+
+    # schedule per NPU segment; jobs numbered globally
+    schedules: dict[int, Schedule] = {}
+    job_tasks: list[tuple[int, str, tuple[int, ...], int]] = []  # (segment, op, task indices, schedule job id)
+    for seg in low.segments:
+        if seg.device != "npu":
+            continue
+        ops = _sched_ops(low, seg)
+        if not ops:
+            continue
+        schedules[seg.id] = build_schedule(ops)
+        for j in schedules[seg.id].jobs:
+            job_tasks.append((seg.id, j.op, j.tasks, j.id))
+
+    # 1st pass: regcmd sizes with placeholder addresses (word counts do not depend on them)
+    zero = {f: 0 for f in low.buffers}
+    tasks_of: dict[str, list] = {}
+    regcmd_sizes: dict[str, int] = {}
+    for k, (_, opname, idx, _) in enumerate(job_tasks):
+        op = low.ops[opname]
+        if opname not in tasks_of:
+            tasks_of[opname] = LW.build_tasks(op, low, zero, LW.OpAddresses(0, 0))
+        buf, _ = link_conv_tasks([tasks_of[opname][i] for i in idx], 0)
+        regcmd_sizes[f"regcmd/job{k}"] = len(buf)
+    mem = LW.plan(low, regcmd_sizes)
+    check_plan(mem)
+    addr = {b: mem.address(f"act/{b}") for b in low.buffers}
+
+    # 2nd pass: real addresses, regcmd words per job
+    blobs: dict[str, np.ndarray] = {}
+    for op in low.conv_ops():
+        blobs[f"w/{op.name}"] = op.weight_blob
+        blobs[f"bs/{op.name}"] = op.bs_blob
+        tasks_of[op.name] = LW.build_tasks(op, low, addr, LW.OpAddresses(mem.address(f"w/{op.name}"),
+                                                                         mem.address(f"bs/{op.name}")))
+    jobs_json, tasks_json = [], []
+    job_ids: dict[tuple[int, int], int] = {}
+    for k, (sid, _, _, sj) in enumerate(job_tasks):
+        job_ids[(sid, sj)] = k
+    for k, (sid, opname, idx, sj) in enumerate(job_tasks):
+        name = f"regcmd/job{k}"
+        base = mem.address(name)
+        buf, places = link_conv_tasks([tasks_of[opname][i] for i in idx], base)
+        if len(buf) != regcmd_sizes[name]:
+            raise CompileError(f"job {k}: regcmd size changed between passes ({regcmd_sizes[name]} -> {len(buf)})")
+        blobs[name] = np.frombuffer(buf, dtype="<u8").copy()
+        sjob = schedules[sid].jobs[sj]
+        ids = []
+        for i, p in zip(idx, places, strict=True):
+            t = tasks_of[opname][i]
+            tt = low.ops[opname].plan.tasks[i]
+            ids.append(len(tasks_json))
+            tasks_json.append({"id": len(tasks_json), "op": opname, "job": k, "index": i, "core": sjob.core,
+                               "regcmd_addr": p.addr, "regcmd_count": p.count, "input_addr": t.input_addr,
+                               "weight_addr": t.weight_addr, "bias_addr": t.bias_addr, "output_addr": t.output_addr,
+                               "ew_addr": t.ew_addr, "in_rows": list(tt.in_rows), "out_rows": list(tt.out_rows),
+                               "oc_range": list(tt.oc_range), "weight_reuse": tt.weight_reuse})
+        jobs_json.append({"id": k, "segment": sid, "op": opname, "core": sjob.core, "regcmd_blob": name,
+                          "regcmd_addr": places[0].addr, "regcmd_count": places[0].count, "tasks": ids,
+                          "deps": [job_ids[(sid, d)] for d in sjob.deps], "cycles": sjob.cycles})
+    # fences with the memory plan's aliasing (buffers reused by lifetime count as one BO)
+    for sid in list(schedules):
+        fenced = build_schedule(_sched_ops(low, next(s for s in low.segments if s.id == sid)), memory=mem)
+        for j in fenced.jobs:
+            jobs_json[job_ids[(sid, j.id)]]["deps"] = [job_ids[(sid, d)] for d in j.deps]
+    t3 = time.perf_counter()
+
+    # program
+    model_name = q.name or "model"
+    manifest = Manifest(TARGET, model_name,
+                        inputs=[TensorSpec.from_tensor(q.tensor(n)) for n in q.inputs],
+                        outputs=[TensorSpec.from_tensor(q.tensor(n)) for n in q.outputs])
+    program = Program(manifest)
+    segs_json = []
+    for seg in low.segments:
+        sj: dict[str, Any] = {"id": seg.id, "device": seg.device, "inputs": seg.inputs, "outputs": seg.outputs}
+        key = f"seg{seg.id}" if seg.device == "cpu" else f"src{seg.id}"
+        program.add_graph(key, LW.subgraph(q, seg.nodes, seg.inputs, seg.outputs, f"{model_name}/{key}"))
+        if seg.device == "cpu":
+            sj["graph"] = key
+        else:
+            sj["source_graph"] = key
+            sj["jobs"] = [j["id"] for j in jobs_json if j["segment"] == seg.id]
+            sj["to_npu"] = [_spec_json(c, low, addr[c.buffer]) for c in seg.to_npu]
+            sj["to_cpu"] = [_spec_json(c, low, addr[c.buffer]) for c in seg.to_cpu]
+        segs_json.append(sj)
+    buffers_json = []
+    for a in sorted(mem.allocations.values(), key=lambda a: a.address):
+        buffers_json.append({"name": a.name, "kind": a.kind, "address": a.address, "size": a.size,
+                             "first_use": a.first_use, "last_use": a.last_use,
+                             "blob": a.name if a.name in blobs else None})
+    manifest.memory_plan = {"base": mem.base, "total_bytes": mem.total_bytes, "memory_size": mem.end,
+                            "regions": {k: list(v) for k, v in mem.regions.items()},
+                            "bytes_by_kind": mem.bytes_by_kind, "activation_footprint": mem.activation_footprint,
+                            "activation_peak": mem.activation_peak, "buffers": buffers_json}
+    manifest.tasks, manifest.jobs = tasks_json, jobs_json
+    r = DEFAULT_ROUNDING
+    conv = low.conv_ops()
+    stats = {"total_macs": low.total_macs, "npu_macs": low.npu_macs, "npu_mac_fraction": low.npu_mac_fraction,
+             "npu_ops": len(conv), "tasks": len(tasks_json), "jobs": len(jobs_json),
+             "segments": len(low.segments), "cpu_nodes": sum(d.device == "cpu" for d in low.decisions),
+             "npu_nodes": sum(d.device == "npu" for d in low.decisions),
+             "cores_used": sorted({j["core"] for j in jobs_json}),
+             "makespan_cycles": sum(s.makespan_cycles for s in schedules.values())}
+    manifest.target_payload = {
+        "schema": PAYLOAD_SCHEMA,
+        "rounding": {"truncate": r.truncate, "bs_mul": r.bs_mul, "ew_cvt": r.ew_cvt, "out_cvt": r.out_cvt},
+        "segments": segs_json,
+        "placements": [{"node": d.name, "op_type": d.op_type, "device": d.device, "reason": d.reason,
+                        "unit": d.unit, "lowering": d.lowering, "npu_op": d.op, "macs": d.macs}
+                       for d in low.decisions],
+        "ops": [{"name": o.name, "kind": o.kind, "segment": o.segment, "input": o.input, "output": o.output,
+                 **({"ew_input": o.ew_input, "macs": o.macs, "tasks": len(o.plan.tasks), "tiling": o.plan.mode,
+                     "weight_groups": [list(g) for g in o.plan.groups], "truncate_bits": o.requant.truncate_bits,
+                     "per_channel": o.requant.per_channel, "fused_add": o.ew_input is not None}
+                    if isinstance(o, LW.ConvOp) else {})} for o in low.ops.values()],
+        "stats": stats,
+    }
+    for k, v in blobs.items():
+        program.blobs[k] = v
+    t4 = time.perf_counter()
+    timings = {"quantize": t1 - t0, "lower": t2 - t1, "codegen": t3 - t2, "program": t4 - t3, "total": t4 - t0}
+    return Compiled(program, q, low, mem, schedules, len(tasks_json), timings)
+
+
+def compile_model(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
+                  method: str = "minmax", progress: bool = False) -> Program:
+    """Quantize (if needed), partition, lower, codegen and package ``model`` (a Graph or a model path/zoo name)
+    as a Program that runs without the source model (``opennpu.runtime.devices.run_program``)."""
+    return compile_lowered(model, target, calibration, dtype=dtype, method=method, progress=progress).program
+
+
+__all__ = ["Compiled", "compile_lowered", "compile_model", "resolve_calibration"]

@@ -1,0 +1,722 @@
+"""Lowering of a partitioned quantized graph to RK3588 NPU ops, tasks and a memory plan.
+
+``lower(graph, plan) -> Lowering`` takes a quantized graph (briefs/quant.md) and the partitioner's plan and
+decides, node by node, what this slice of the backend really lowers:
+
+* **conv** ops: Conv (dense, depthwise, grouped as block-diagonal dense, dilated as zero-inserted kernels),
+  Gemm / MatMul with constant weights and one row as a 1x1 conv over a (K, 1, 1) map (a Flatten of a
+  (1, C, H, W) map feeding a Gemm is absorbed: the Gemm becomes an HxW conv over the map), each with its
+  fused clamp (ReLU/ReLU6 via the DPU ReLU/ReLUx) and, when an Add consumes its only output, that Add fused
+  into the DPU EW stage;
+* **alias** ops: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout whose NC1HWC2 bytes do not change (the
+  output is a view of the input buffer).
+
+Every other node the partitioner put on the NPU is re-placed on the CPU with the reason
+``rk3588 lowering of <op> not implemented yet (planned: <unit>)``, and any CompileError raised while
+lowering a node (requantization, CBUF tiling) re-places it with that error as the reason: nothing falls back
+silently. Segments are then rebuilt (partition's device-affine topological order) and every tensor crossing
+devices gets an explicit conversion record: ``to_npu`` (NCHW int8 -> NC1HWC2 at a buffer address, padded
+lanes = zero point) or ``to_cpu`` (NC1HWC2 -> NCHW).
+
+Per conv op: requantization (arith.compute_requant_params; CLIP_TRUNCATE from the accumulator bound), the
+CBUF tile plan (tiling.plan_conv_tiles; column-window plans are not lowered yet), weights packed per
+output-channel group (layout.pack_conv_weights after padding input channels to DATAIN_CHANNEL, as
+task.ConvTask does), one BS stream for all channels (tasks address their channel range). ``build_tasks``
+turns an op into ConvTasks once the memory plan gives addresses.
+
+Feature buffers: NC1HWC2 int8, line stride W*16, surface stride ``W*16*max(H, 4)`` when the map has more than
+one channel group (the CNA_DMA_CON2 encoding needs >= 4 lines, task.min_input_surface_stride) and ``H*W*16``
+otherwise; a buffer shared by alias views takes the largest stride any view needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from opennpu.errors import CompileError, OpenNPUError
+from opennpu.ir.graph import Graph, Node
+from opennpu.ir.ops.conv import conv_geometry
+from opennpu.quant.fixedpoint import activation_range, round_half_away
+
+from . import arith
+from . import layout as L
+from .memory import Buffer, MemoryPlan, plan_memory
+from .partition import PartitionPlan, _schedule
+from .task import ATOM, ConvTask, datain_channels
+from .tiling import ConvGeometry as TileGeometry
+from .tiling import TilePlan, plan_conv_tiles
+
+ALIAS_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+CONV_OPS = ("Conv", "Gemm", "MatMul")
+# what the partitioner's unit for a node means as the planned lowering, for "not implemented yet" reasons
+PLANNED = {"PPU": "PPU pooling", "DPU-LUT": "DPU LUT", "DPU-EW": "DPU EW stage on an identity 1x1 conv carrier",
+           "DPU-BS": "DPU BS stage", "DPU-OUT_CVT": "output saturation on an identity 1x1 conv carrier",
+           "addressing": "output addressing (surface offsets)", "layout": "NC1HWC2 re-layout",
+           "boundary": "boundary conversion", "CNA": "CNA padding on an identity conv",
+           "CNA+CORE+DPU": "CNA+CORE+DPU"}
+BS_RECORD = 8  # per-channel BS stream record [bias i32][ow i16][mul i16] (task.ConvTask.pack_bias)
+MACS_PER_CYCLE = 1024  # int8 MAC array of one core (2 TOPS at 1 GHz), for the schedule's cost estimate only
+
+
+# ---------------------------------------------------------------------------------------------- data types
+@dataclass
+class NodeDecision:
+    index: int
+    name: str
+    op_type: str
+    device: str  # "npu" | "cpu"
+    reason: str | None  # why the CPU
+    unit: str | None = None
+    lowering: str | None = None
+    op: str | None = None  # name of the lowered NPU op covering this node
+    macs: int = 0
+
+
+@dataclass
+class FeatureBuffer:
+    """One NC1HWC2 int8 buffer in NPU memory; alias views share it."""
+
+    name: str
+    c: int
+    h: int
+    w: int
+    surf_stride: int
+    zero_point: int  # value of the padded lanes written by a to_npu conversion
+    producer: str | None = None  # lowered op writing it (None: written by a to_npu conversion)
+    first_use: int = 0
+    last_use: int = 0
+    host: bool = False  # written or read by a boundary conversion
+
+    @property
+    def groups(self) -> int:
+        return -(-self.c // ATOM)
+
+    @property
+    def size(self) -> int:
+        return (self.groups - 1) * self.surf_stride + self.h * self.w * ATOM
+
+
+@dataclass
+class ConvOp:
+    """One lowered conv-like NPU op (a Conv/Gemm/MatMul node, plus an absorbed Flatten and a fused Add)."""
+
+    name: str
+    nodes: list[int]  # graph node indices it covers, the slot (execution position) last
+    input: str  # tensor read by the CNA (NCHW view)
+    output: str  # tensor written by the DPU
+    ew_input: str | None
+    geometry: arith.ConvGeometry
+    weights: np.ndarray  # (O, I, KH, KW) int8 (dense / dilated already), depthwise (C, 1, KH, KW)
+    bias: np.ndarray  # int32 (O,)
+    requant: arith.NpuRequant
+    plan: TilePlan
+    weight_blob: np.ndarray  # int8, groups concatenated
+    group_offsets: list[int]
+    bs_blob: np.ndarray  # uint8
+    macs: int
+    segment: int = -1
+    step: int = -1
+    kind: str = "conv"
+
+    @property
+    def bs_record(self) -> int:
+        return BS_RECORD if self.requant.per_channel else 4
+
+
+@dataclass
+class AliasOp:
+    name: str
+    nodes: list[int]
+    input: str
+    output: str
+    segment: int = -1
+    step: int = -1
+    kind: str = "alias"
+
+
+@dataclass
+class Conversion:
+    tensor: str
+    buffer: str
+    direction: str  # "to_npu" | "to_cpu"
+    shape: tuple[int, ...]  # the NCHW (or (1, C)) tensor shape on the CPU side
+    dtype: str
+    pad_value: int = 0  # padded channel lanes (to_npu)
+
+
+@dataclass
+class LoweredSegment:
+    id: int
+    device: str
+    nodes: list[int]  # graph node indices in execution order
+    ops: list[str] = field(default_factory=list)  # NPU ops executed here, in order
+    inputs: list[str] = field(default_factory=list)  # CPU segments: tensors read from outside
+    outputs: list[str] = field(default_factory=list)  # CPU segments: tensors needed later
+    to_npu: list[Conversion] = field(default_factory=list)
+    to_cpu: list[Conversion] = field(default_factory=list)
+    step: int = 0
+
+
+@dataclass
+class Lowering:
+    graph: Graph
+    decisions: list[NodeDecision]
+    ops: dict[str, ConvOp | AliasOp]  # in execution order
+    segments: list[LoweredSegment]
+    buffers: dict[str, FeatureBuffer]
+    views: dict[str, str]  # NPU tensor name -> buffer name
+    total_macs: int
+    npu_macs: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def npu_mac_fraction(self) -> float:
+        return self.npu_macs / self.total_macs if self.total_macs else 0.0
+
+    def conv_ops(self) -> list[ConvOp]:
+        return [o for o in self.ops.values() if isinstance(o, ConvOp)]
+
+    def cpu_reasons(self) -> list[tuple[str, str, str]]:
+        return [(d.name, d.op_type, d.reason or "") for d in self.decisions if d.device == "cpu"]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _as_map(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
+    """(C, H, W) of an NPU-representable tensor: (1, C, H, W) maps and (1, C) vectors."""
+    if shape is None:
+        return None
+    s = tuple(int(d) for d in shape)
+    if len(s) == 4 and s[0] == 1 and min(s) >= 1:
+        return s[1], s[2], s[3]
+    if len(s) == 2 and s[0] == 1 and s[1] >= 1:
+        return s[1], 1, 1
+    return None
+
+
+def _surf_stride(c: int, h: int, w: int) -> int:
+    line = w * ATOM
+    return line * (max(h, 4) if datain_channels(c) > ATOM else h)
+
+
+def _act_q(graph: Graph, name: str) -> tuple[float, int]:
+    t = graph.tensor(name)
+    q = t.quant
+    if q is None:
+        raise CompileError(f"tensor {name!r} has no quantization")
+    s, z = np.asarray(q.scale).reshape(-1), np.asarray(q.zero_point).reshape(-1)
+    if s.size != 1 or z.size > 1:
+        raise CompileError(f"activation {name!r} is quantized per channel")
+    return float(s[0]), int(z[0]) if z.size else 0
+
+
+def clip_range(clip, scale: float, zp: int) -> tuple[int, int]:
+    """A fused clamp in real units -> int8 range, as TFLite's CalculateActivationRangeQuantized (and the quant
+    executor) computes it."""
+    if clip is None:
+        return -128, 127
+    lo, hi = float(clip[0]), float(clip[1])
+    named = {(0.0, float("inf")): "RELU", (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}.get((lo, hi))
+    if named is not None:
+        return activation_range(named, scale, zp)
+
+    def q(v: float) -> int:
+        return zp + int(round_half_away(np.float32(v) / np.float32(scale)))
+
+    return (max(-128, q(lo)) if np.isfinite(lo) else -128, min(127, q(hi)) if np.isfinite(hi) else 127)
+
+
+def _not_yet(op: str, unit: str | None) -> str:
+    return f"rk3588 lowering of {op} not implemented yet (planned: {PLANNED.get(unit or '', unit or 'NPU')})"
+
+
+def _int8_act(graph: Graph, name: str, what: str, op: str) -> None:
+    t = graph.tensor(name)
+    if t.dtype != "int8":
+        planned = {"float16": "fp16 CNA precision", "uint8": "uint8 data through the 0x80 offset"}
+        raise CompileError(f"rk3588 lowering of {t.dtype} {op} not implemented yet (planned: "
+                           f"{planned.get(t.dtype, 'int8 only')}); {what} {name!r} is {t.dtype}")
+    if t.quant is None:
+        raise CompileError(f"{op} {what} {name!r} has no quantization")
+
+
+def _weights_q(graph: Graph, name: str, n_out: int, axis: int, op: str) -> tuple[np.ndarray, np.ndarray]:
+    t = graph.tensor(name)
+    if t.data is None or t.dtype != "int8" or t.quant is None:
+        raise CompileError(f"{op} weights {name!r} must be constant quantized int8 (got {t.dtype})")
+    q = t.quant
+    zp = np.asarray(q.zero_point).reshape(-1)
+    if zp.size and np.any(zp != 0):
+        raise CompileError(f"{op} weights {name!r} are asymmetric (the DPU weight offset is not lowered)")
+    s = np.asarray(q.scale, dtype=np.float32).reshape(-1)
+    if s.size == 1:
+        s = np.full(n_out, s[0], np.float32)
+    elif s.size != n_out or q.axis is None or q.axis % t.data.ndim != axis:
+        raise CompileError(f"{op} weights {name!r} are not quantized along the output-channel axis {axis}")
+    return t.data, s
+
+
+def _bias_q(graph: Graph, node: Node, idx: int, n_out: int) -> np.ndarray:
+    if len(node.inputs) <= idx or not node.inputs[idx]:
+        return np.zeros(n_out, np.int32)
+    t = graph.tensor(node.inputs[idx])
+    if t.data is None or t.dtype != "int32":
+        raise CompileError(f"{node.op_type} {node.name!r} bias must be a constant int32 (got {t.dtype})")
+    b = np.asarray(t.data).reshape(-1)
+    if b.size != n_out:
+        raise CompileError(f"{node.op_type} {node.name!r} bias has {b.size} values for {n_out} outputs")
+    return b.astype(np.int32)
+
+
+@dataclass
+class _ConvSpec:
+    node: int
+    input: str
+    output: str
+    weights: np.ndarray
+    w_scales: np.ndarray
+    bias: np.ndarray
+    geometry: arith.ConvGeometry
+    clip: tuple | None
+    absorbed: list[int] = field(default_factory=list)  # Flatten nodes absorbed
+    ew_input: str | None = None
+    fused_add: int | None = None
+
+
+def _conv_spec(graph: Graph, i: int, node: Node) -> _ConvSpec:
+    x, y = node.inputs[0], node.outputs[0]
+    _int8_act(graph, x, "input", "Conv")
+    _int8_act(graph, y, "output", "Conv")
+    xs, ys = graph.tensor(x).shape, graph.tensor(y).shape
+    if xs is None or len(xs) != 4 or xs[0] != 1:
+        raise CompileError(f"rk3588 lowering of Conv on input shape {xs} not implemented yet (planned: 1-D as H=1)")
+    w = graph.tensor(node.inputs[1]).data
+    if w is None or w.ndim != 4:
+        raise CompileError("Conv weights are not a constant OIHW array")
+    w_q, s_w = _weights_q(graph, node.inputs[1], w.shape[0], 0, "Conv")
+    kernel, strides, dil, pads, _ = conv_geometry(tuple(xs), tuple(w.shape), node.attrs)
+    group = int(node.attrs.get("group", 1))
+    cin, cout = int(xs[1]), int(w.shape[0])
+    depthwise = group > 1 and group == cin == cout and w.shape[1] == 1
+    w_dense = np.asarray(w_q, np.int8)
+    if group > 1 and not depthwise:  # block-diagonal dense weights (exact; the NPU does group x the MACs)
+        cg, og = cin // group, cout // group
+        d = np.zeros((cout, cin) + w_dense.shape[2:], np.int8)
+        for gi in range(group):
+            d[gi * og:(gi + 1) * og, gi * cg:(gi + 1) * cg] = w_dense[gi * og:(gi + 1) * og]
+        w_dense = d
+    if any(int(v) != 1 for v in dil):  # zero-inserted kernel
+        kh, kw = (kernel[0] - 1) * dil[0] + 1, (kernel[1] - 1) * dil[1] + 1
+        d = np.zeros(w_dense.shape[:2] + (kh, kw), np.int8)
+        d[:, :, ::dil[0], ::dil[1]] = w_dense
+        w_dense = d
+    geo = arith.ConvGeometry(cin, int(xs[2]), int(xs[3]), cout, w_dense.shape[2], w_dense.shape[3],
+                             (int(strides[0]), int(strides[1])), (int(pads[0]), int(pads[1]), int(pads[2]),
+                                                                   int(pads[3])), depthwise)
+    if (1, geo.out_c, geo.out_h, geo.out_w) != tuple(ys):
+        raise CompileError(f"Conv output shape {ys} != lowered geometry {geo.out_c}x{geo.out_h}x{geo.out_w}")
+    return _ConvSpec(i, x, y, w_dense, s_w, _bias_q(graph, node, 2, cout), geo, node.attrs.get("clip"))
+
+
+def _gemm_spec(graph: Graph, i: int, node: Node, producers: dict[str, Node], consumers: dict[str, list[Node]],
+               index_of: dict[int, int]) -> _ConvSpec:
+    op = node.op_type
+    a, y = node.inputs[0], node.outputs[0]
+    _int8_act(graph, a, "input", op)
+    _int8_act(graph, y, "output", op)
+    b = graph.tensor(node.inputs[1]).data
+    if b is None or b.ndim != 2:
+        raise CompileError(f"{op} B must be a constant 2-D weight matrix")
+    if op == "Gemm":
+        at = node.attrs
+        if int(at.get("transA", 0)) or float(at.get("alpha", 1.0)) != 1.0 or float(at.get("beta", 1.0)) != 1.0:
+            raise CompileError("Gemm with transA/alpha/beta is not lowered")
+        trans_b = int(at.get("transB", 0))
+        n = b.shape[0] if trans_b else b.shape[1]
+        w_q, s_w = _weights_q(graph, node.inputs[1], n, 0 if trans_b else 1, op)
+        w2 = np.asarray(w_q if trans_b else w_q.T, np.int8)
+        bias = _bias_q(graph, node, 2, n)
+    else:
+        n = b.shape[1]
+        w_q, s_w = _weights_q(graph, node.inputs[1], n, 1, op)
+        w2 = np.asarray(w_q.T, np.int8)
+        bias = np.zeros(n, np.int32)
+    a_shape = graph.tensor(a).shape
+    if a_shape is None or int(np.prod(a_shape[:-1])) != 1:
+        raise CompileError(f"rk3588 lowering of {op} with {int(np.prod(a_shape[:-1])) if a_shape else '?'} rows not "
+                           "implemented yet (planned: 1x1 conv over an M-row map with a transposing boundary)")
+    k = w2.shape[1]
+    src, absorbed = a, []
+    p = producers.get(a)
+    if p is not None and p.op_type == "Flatten" and len(consumers.get(a, [])) == 1 and a not in graph.outputs:
+        xs = graph.tensor(p.inputs[0]).shape
+        if xs is not None and len(xs) == 4 and xs[0] == 1 and int(np.prod(xs[1:])) == k and xs[2] * xs[3] > 1:
+            src, absorbed = p.inputs[0], [index_of[id(p)]]
+    if absorbed:
+        c, h, w = (int(v) for v in graph.tensor(src).shape[1:])
+        wt = w2.reshape(n, c, h, w)  # Flatten is row-major over (C, H, W)
+        geo = arith.ConvGeometry(c, h, w, n, h, w)
+    else:
+        if _as_map(graph.tensor(a).shape) is None:
+            raise CompileError(f"rk3588 lowering of {op} on a rank-{len(a_shape)} input not implemented yet "
+                               "(planned: NC1HWC2 re-layout)")
+        wt = w2.reshape(n, k, 1, 1)
+        geo = arith.ConvGeometry(k, 1, 1, n)
+    return _ConvSpec(i, src, y, wt, s_w, bias, geo, node.attrs.get("clip"), absorbed)
+
+
+def _acc_bound(w: np.ndarray) -> int:
+    return int(np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1).max()) * 128
+
+
+def _pack_group(w: np.ndarray, depthwise: bool) -> np.ndarray:
+    """Weights of one output-channel group in the packed layout, input channels (depthwise: channels) padded to
+    DATAIN_CHANNEL as task.ConvTask.pack_weights does; padded to 64 bytes."""
+    axis = 0 if depthwise else 1
+    ca = datain_channels(w.shape[axis])
+    pad = [(0, 0)] * 4
+    pad[axis] = (0, ca - w.shape[axis])
+    packed = L.pack_conv_weights(np.pad(w, pad), pad_value=0, depthwise=depthwise)
+    return np.pad(packed, (0, (-packed.size) % 64))
+
+
+def _bs_stream(w: np.ndarray, bias: np.ndarray, requant: arith.NpuRequant, depthwise: bool) -> np.ndarray:
+    b = arith.hw_bias(bias, w, requant, depthwise)
+    if not requant.per_channel:
+        return np.frombuffer(b.astype("<i4").tobytes(), np.uint8).copy()
+    rec = np.zeros(b.size, dtype=[("bias", "<i4"), ("ow", "<i2"), ("mul", "<i2")])
+    rec["bias"] = b
+    rec["mul"] = np.asarray(requant.channel_mul, dtype=np.int64)
+    return np.frombuffer(rec.tobytes(), np.uint8).copy()
+
+
+def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
+    """Requantization, tiling and packing of one conv spec (CompileError when the slice cannot)."""
+    s_in, zp_in = _act_q(graph, spec.input)
+    s_out, zp_out = _act_q(graph, spec.output)
+    lo, hi = clip_range(spec.clip, s_out, zp_out)
+    ew_scale = ew_zp = None
+    if spec.ew_input is not None:
+        ew_scale, ew_zp = _act_q(graph, spec.ew_input)
+    g = spec.geometry
+    t = arith.truncate_bits_for(_acc_bound(spec.weights))
+    requant = arith.compute_requant_params(s_in, spec.w_scales, s_out, input_zp=zp_in, output_zp=zp_out,
+                                           clip=(lo, hi), truncate_bits=t, ew_scale=ew_scale,
+                                           ew_zp=ew_zp if ew_zp is not None else 0)
+    tg = TileGeometry(g.in_c, g.in_h, g.in_w, g.out_c, (g.kh, g.kw), g.stride, g.pads, (1, 1), g.depthwise)
+    plan = plan_conv_tiles(tg)
+    if plan.column_split:
+        raise CompileError(f"rk3588 lowering of column-window tiling not implemented yet (planned: ConvTask with the "
+                           f"full map's line stride); {g.in_c}x{g.in_h}x{g.in_w} needs it")
+    parts, offsets, off = [], [], 0
+    for a, b in plan.groups:
+        blob = _pack_group(spec.weights[a:b], g.depthwise)
+        parts.append(blob)
+        offsets.append(off)
+        off += blob.size
+    nodes = sorted(spec.absorbed + [spec.node] + ([spec.fused_add] if spec.fused_add is not None else []))
+    return ConvOp(name, nodes, spec.input, spec.output, spec.ew_input, g, spec.weights, spec.bias, requant, plan,
+                  np.concatenate(parts).astype(np.int8), offsets,
+                  _bs_stream(spec.weights, spec.bias, requant, g.depthwise), macs)
+
+
+def segment_io(graph: Graph, members_list: list[int], consumers: dict[str, list[Node]] | None = None,
+               index_of: dict[int, int] | None = None) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) of a run of nodes: activations read from outside; tensors it produces that nodes
+    outside it (or the graph outputs) read."""
+    consumers = consumers if consumers is not None else graph.consumers()
+    index_of = index_of if index_of is not None else {id(n): i for i, n in enumerate(graph.nodes)}
+    members = set(members_list)
+    made: list[str] = [o for i in members_list for o in graph.nodes[i].outputs if o]
+    made_set = set(made)
+    ins: list[str] = []
+    for i in members_list:
+        for t in graph.nodes[i].inputs:
+            if t and not graph.tensor(t).is_const and t not in made_set and t not in ins:
+                ins.append(t)
+    outs = [t for t in made if t in graph.outputs
+            or any(index_of[id(u)] not in members for u in consumers.get(t, []))]
+    return ins, outs
+
+
+def subgraph(graph: Graph, members: list[int], inputs: list[str], outputs: list[str], name: str) -> Graph:
+    """The nodes ``members`` (in that order) as a standalone graph over copies of the tensors they use."""
+    g = Graph(name)
+    for i in members:
+        n = graph.nodes[i]
+        g.nodes.append(Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.name))
+        for t in [*n.inputs, *n.outputs]:
+            if t and t not in g.tensors:
+                src = graph.tensor(t)
+                g.tensors[t] = replace(src)
+    g.inputs, g.outputs = list(inputs), list(outputs)
+    return g
+
+
+# ---------------------------------------------------------------------------------------------- lowering
+def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
+    """Decide what the slice lowers, rebuild segments, record conversions and lifetimes (see module doc)."""
+    nodes = graph.nodes
+    producers, consumers = graph.producers(), graph.consumers()
+    index_of = {id(n): i for i, n in enumerate(nodes)}
+    dec = [NodeDecision(i, n.name or n.outputs[0], n.op_type, p.device, p.placement.reason, p.placement.unit,
+                        p.placement.lowering, macs=p.macs)
+           for i, (n, p) in enumerate(zip(nodes, plan.nodes, strict=True))]
+
+    def to_cpu(i: int, reason: str) -> None:
+        dec[i].device, dec[i].reason, dec[i].op = "cpu", reason, None
+
+    # 1. classify NPU nodes
+    specs: dict[int, _ConvSpec] = {}
+    aliases: set[int] = set()
+    for i, n in enumerate(nodes):
+        if dec[i].device != "npu":
+            continue
+        try:
+            if n.op_type == "Conv":
+                specs[i] = _conv_spec(graph, i, n)
+            elif n.op_type in ("Gemm", "MatMul"):
+                specs[i] = _gemm_spec(graph, i, n, producers, consumers, index_of)
+            elif n.op_type in ALIAS_OPS:
+                xi, yo = _as_map(graph.tensor(n.inputs[0]).shape), _as_map(graph.tensor(n.outputs[0]).shape)
+                if xi is None or yo is None or xi[0] != yo[0] or xi[1] * xi[2] != yo[1] * yo[2]:
+                    raise CompileError(_not_yet(f"{n.op_type} {graph.tensor(n.inputs[0]).shape} -> "
+                                                f"{graph.tensor(n.outputs[0]).shape}", "layout"))
+                aliases.add(i)
+            elif n.op_type == "Add":
+                pass  # decided in step 2
+            else:
+                raise CompileError(_not_yet(n.op_type, dec[i].unit))
+        except OpenNPUError as e:
+            to_cpu(i, str(e))
+    # absorbed Flattens belong to their Gemm
+    for s in specs.values():
+        for j in s.absorbed:
+            aliases.discard(j)
+            dec[j].device, dec[j].reason = "npu", None
+
+    # 2. fuse Adds into the conv producing one operand (executed at the Add's position)
+    for i, n in enumerate(nodes):
+        if dec[i].device != "npu" or n.op_type != "Add":
+            continue
+        reason = _not_yet("standalone Add", "DPU-EW")
+        shapes = [graph.tensor(t).shape for t in n.inputs[:2]]
+        ok = len(n.inputs) == 2 and all(not graph.tensor(t).is_const for t in n.inputs) and \
+            shapes[0] == shapes[1] == graph.tensor(n.outputs[0]).shape and _as_map(shapes[0]) is not None and \
+            all(graph.tensor(t).dtype == "int8" for t in [*n.inputs, n.outputs[0]])
+        if ok:
+            for k in (0, 1):
+                t, other = n.inputs[k], n.inputs[1 - k]
+                p = producers.get(t)
+                pi = index_of[id(p)] if p is not None else None
+                if pi is None or pi not in specs or specs[pi].fused_add is not None or t in graph.outputs \
+                        or len(consumers.get(t, [])) != 1 or specs[pi].clip is not None or other == t:
+                    continue
+                s = specs[pi]
+                s.ew_input, s.fused_add, s.output, s.clip = other, i, n.outputs[0], n.attrs.get("clip")
+                reason = None
+                break
+        if reason is not None:
+            to_cpu(i, reason)
+
+    # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
+    ops_by_slot: dict[int, ConvOp | AliasOp] = {}
+    for i, s in list(specs.items()):
+        name = nodes[i].name or nodes[i].outputs[0]
+        macs = sum(dec[j].macs for j in [i, *s.absorbed])
+        try:
+            op = _finish_conv(graph, s, name, macs)
+        except OpenNPUError as e:
+            if s.fused_add is None:
+                to_cpu(i, str(e))
+                for j in s.absorbed:
+                    to_cpu(j, f"absorbed by {name!r}, which runs on the CPU")
+                continue
+            add = s.fused_add  # retry without the fused Add
+            to_cpu(add, f"Add could not be fused into {name!r}: {e}")
+            s.ew_input, s.fused_add, s.output, s.clip = None, None, nodes[i].outputs[0], nodes[i].attrs.get("clip")
+            try:
+                op = _finish_conv(graph, s, name, macs)
+            except OpenNPUError as e2:
+                to_cpu(i, str(e2))
+                continue
+        for j in op.nodes:
+            dec[j].op = name
+            if j == s.fused_add:
+                dec[j].lowering = f"fused into the DPU EW stage of {name!r}"
+            elif j in s.absorbed:
+                dec[j].lowering = f"absorbed by {name!r} (a {op.geometry.kh}x{op.geometry.kw} conv over the map)"
+        ops_by_slot[op.nodes[-1]] = op
+
+    # 4. aliases: no MACs, so they follow their input (a CPU-produced input keeps the view on the CPU)
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(aliases):
+            if dec[i].device != "npu":
+                continue
+            src = nodes[i].inputs[0]
+            p = producers.get(src)
+            if p is None or dec[index_of[id(p)]].device != "npu":
+                to_cpu(i, f"{nodes[i].op_type} needs no NPU work (same NC1HWC2 bytes) and its input is on the "
+                          "CPU: kept there to avoid a boundary conversion")
+                changed = True
+    for i in sorted(aliases):
+        if dec[i].device == "npu":
+            name = nodes[i].name or nodes[i].outputs[0]
+            dec[i].op, dec[i].lowering = name, "view of its input's NC1HWC2 buffer (no data movement)"
+            ops_by_slot[i] = AliasOp(name, [i], nodes[i].inputs[0], nodes[i].outputs[0])
+    for i, d in enumerate(dec):  # every NPU node must be covered by an op now
+        if d.device == "npu" and d.op is None:
+            to_cpu(i, _not_yet(d.op_type, d.unit))
+
+    # 5. segments (device-affine topological order), slots, steps, conversions
+    runs = _schedule(graph, [d.device for d in dec])
+    segments: list[LoweredSegment] = []
+    seg_of: dict[int, int] = {}
+    for run in runs:
+        sid = len(segments)
+        segments.append(LoweredSegment(sid, dec[run[0]].device, list(run)))
+        for i in run:
+            seg_of[i] = sid
+    ops: dict[str, ConvOp | AliasOp] = {}
+    for seg in segments:
+        if seg.device == "npu":
+            for i in seg.nodes:
+                if i in ops_by_slot:
+                    op = ops_by_slot[i]
+                    op.segment = seg.id
+                    seg.ops.append(op.name)
+                    ops[op.name] = op
+
+    # buffers and views
+    views: dict[str, str] = {}
+    buffers: dict[str, FeatureBuffer] = {}
+
+    def buffer_for(tensor: str) -> FeatureBuffer:
+        if tensor in views:
+            return buffers[views[tensor]]
+        c, h, w = _as_map(graph.tensor(tensor).shape) or (0, 0, 0)
+        if not c:
+            raise CompileError(f"tensor {tensor!r} of shape {graph.tensor(tensor).shape} cannot live in NPU memory")
+        zp = _act_q(graph, tensor)[1] if graph.tensor(tensor).quant is not None else 0
+        buf = FeatureBuffer(tensor, c, h, w, _surf_stride(c, h, w), zp)
+        buffers[tensor] = buf
+        views[tensor] = tensor
+        return buf
+
+    step = 0
+    for seg in segments:
+        seg.step = step
+        seg.inputs, seg.outputs = segment_io(graph, seg.nodes, consumers, index_of)
+        if seg.device == "cpu":
+            step += 1
+            continue
+        step += 1  # to_npu conversions happen at seg.step
+        for name in seg.ops:
+            op = ops[name]
+            op.step = step
+            reads = [op.input] + ([op.ew_input] if isinstance(op, ConvOp) and op.ew_input else [])
+            for t in reads:
+                if t not in views:  # produced on the CPU (or a graph input): convert at the segment start
+                    buf = buffer_for(t)
+                    buf.first_use, buf.host = seg.step, True
+                    seg.to_npu.append(Conversion(t, buf.name, "to_npu", tuple(graph.tensor(t).shape),
+                                                 graph.tensor(t).dtype, buf.zero_point))
+                buf = buffers[views[t]]
+                buf.last_use = max(buf.last_use, step)
+            if isinstance(op, AliasOp):
+                src = buffers[views[op.input]]
+                c, h, w = _as_map(graph.tensor(op.output).shape)
+                src.surf_stride = max(src.surf_stride, _surf_stride(c, h, w))
+                views[op.output] = src.name
+            else:
+                buf = buffer_for(op.output)
+                buf.producer, buf.first_use, buf.last_use = name, step, step
+            step += 1
+        # NPU tensors (or views) read by later CPU nodes or graph outputs: convert back at the segment end
+        for name in seg.ops:
+            t = ops[name].output
+            users = [index_of[id(u)] for u in consumers.get(t, [])]
+            if t in graph.outputs or any(dec[u].device == "cpu" for u in users):
+                buf = buffers[views[t]]
+                buf.last_use, buf.host = max(buf.last_use, step), True
+                seg.to_cpu.append(Conversion(t, buf.name, "to_cpu", tuple(graph.tensor(t).shape),
+                                             graph.tensor(t).dtype, buf.zero_point))
+        step += 1
+    # a buffer aliased by views keeps its producer's lifetime start; views extend its end (done above)
+    total = sum(d.macs for d in dec)
+    npu = sum(d.macs for d in dec if d.device == "npu")
+    return Lowering(graph, dec, ops, segments, buffers, views, total, npu)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+@dataclass
+class OpAddresses:
+    weights: int
+    bs: int
+
+
+def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses) -> list[ConvTask]:
+    """The ConvTasks of one op, with addresses from the memory plan (``addr``: buffer name -> address)."""
+    g = op.geometry
+    bin_, bout = low.buffers[low.views[op.input]], low.buffers[low.views[op.output]]
+    bew = low.buffers[low.views[op.ew_input]] if op.ew_input else None
+    out_line = g.out_w * ATOM
+    in_line = g.in_w * ATOM
+    tasks = []
+    for t in op.plan.tasks:
+        ic0, ic1 = t.ic_range
+        oc0, oc1 = t.oc_range
+        geo = arith.ConvGeometry(ic1 - ic0, t.n_in_rows, t.n_in_cols, oc1 - oc0, g.kh, g.kw, g.stride, t.pads,
+                                 g.depthwise)
+        if (geo.out_h, geo.out_w) != (t.n_out_rows, t.n_out_cols):
+            raise CompileError(f"{op.name}: task {t.index} geometry gives {geo.out_h}x{geo.out_w} outputs, the plan "
+                               f"{t.n_out_rows}x{t.n_out_cols}")
+        r = op.requant
+        if r.per_channel:
+            r = replace(r, channel_mul=r.channel_mul[oc0:oc1])
+        ew_addr = None
+        if bew is not None:
+            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride + t.out_rows[0] * out_line
+        tasks.append(ConvTask(
+            geometry=geo, requant=r,
+            input_addr=addr[bin_.name] + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line
+            + t.in_cols[0] * ATOM,
+            weight_addr=wb.weights + op.group_offsets[t.group], bias_addr=wb.bs + oc0 * op.bs_record,
+            output_addr=addr[bout.name] + (oc0 // ATOM) * bout.surf_stride + t.out_rows[0] * out_line,
+            input_surf_stride=bin_.surf_stride, output_surf_stride=bout.surf_stride,
+            data_banks=t.data_banks, weight_banks=t.weight_banks, data_entries=t.data_entries,
+            ew_addr=ew_addr, ew_surf_stride=bew.surf_stride if bew is not None else 0,
+            weight_reuse=t.weight_reuse, name=f"{op.name}#{t.index}"))
+    return tasks
+
+
+def task_cycles(op: ConvOp) -> list[int]:
+    """Rough per-task cost for the core schedule: MACs / 1024 per cycle."""
+    g = op.geometry
+    per_out = g.kh * g.kw * (1 if g.depthwise else g.in_c)
+    return [max(1, (t.oc_range[1] - t.oc_range[0]) * t.n_out_rows * t.n_out_cols * per_out // MACS_PER_CYCLE)
+            for t in op.plan.tasks]
+
+
+def memory_buffers(low: Lowering, regcmd_sizes: dict[str, int]) -> list[Buffer]:
+    """Buffers for plan_memory: regcmd per job, weights + BS per op, boundary (io) and activation buffers."""
+    bufs = [Buffer(name, size, 64, "regcmd", 0, 0) for name, size in regcmd_sizes.items()]
+    for op in low.conv_ops():
+        bufs.append(Buffer(f"w/{op.name}", int(op.weight_blob.size), 64, "weights"))
+        bufs.append(Buffer(f"bs/{op.name}", int(op.bs_blob.size), 64, "weights"))
+    for b in low.buffers.values():
+        bufs.append(Buffer(f"act/{b.name}", b.size, 64, "io" if b.host else "activation", b.first_use,
+                           max(b.first_use, b.last_use)))
+    return bufs
+
+
+def plan(low: Lowering, regcmd_sizes: dict[str, int]) -> MemoryPlan:
+    return plan_memory(memory_buffers(low, regcmd_sizes))
+
+
+__all__ = ["AliasOp", "Conversion", "ConvOp", "FeatureBuffer", "Lowering", "LoweredSegment", "NodeDecision",
+           "OpAddresses", "build_tasks", "clip_range", "lower", "memory_buffers", "plan", "segment_io", "subgraph",
+           "task_cycles"]

@@ -1,0 +1,135 @@
+"""Per-layer accuracy analysis (opennpu.quant.analysis) on mnist-cnn quantized by ONNX Runtime (QDQ).
+
+Oracles: identical graphs must compare perfectly; a layer whose weight scales we corrupt must be named
+the worst; the report's task metric must equal accuracy computed directly from the two graphs' outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+
+import numpy as np
+import pytest
+
+from opennpu import load_model, run_graph
+from opennpu.ir.graph import QuantInfo
+from opennpu.quant.analysis import SQNR_CAP_DB, compare_layers
+from opennpu.quant.qdq import simulate
+
+quantization = pytest.importorskip("onnxruntime.quantization")
+HAS_EXECUTOR = importlib.util.find_spec("opennpu.quant.executor") is not None
+
+
+class _Reader(quantization.CalibrationDataReader):
+    def __init__(self, feeds):
+        self.it = iter(feeds)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from opennpu.data import mnist5k
+    from opennpu.zoo import fetch
+    from opennpu.zoo.builders.mnist_cnn import preprocess_mnist
+
+    d = tmp_path_factory.mktemp("analysis")
+    pre, qp = d / "pre.onnx", d / "qdq.onnx"
+    quant_pre_process(str(fetch("mnist-cnn")), str(pre), skip_symbolic_shape=True)
+    images, labels = mnist5k()
+    calib = [{"input": preprocess_mnist(images[i:i + 1])} for i in range(0, 5000, 50)]
+    quantization.quantize_static(str(pre), str(qp), _Reader(calib), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    idx = list(range(3, 5000, 250))
+    feeds = [{"input": preprocess_mnist(images[i:i + 1])} for i in idx]
+    return load_model("mnist-cnn"), load_model(qp, {"input": (1, 1, 28, 28)}), feeds, labels[idx]
+
+
+def runners():
+    out = [pytest.param(lambda g, f: simulate(g, f, keep=True), id="qdq-simulation")]
+    if HAS_EXECUTOR:
+        out.append(pytest.param(None, id="integer-executor"))
+    return out
+
+
+def test_identical_graphs_compare_perfectly(mnist):
+    fg, _, feeds, _ = mnist
+    rep = compare_layers(fg, fg, feeds[:5])
+    assert len(rep.layers) == len(fg.nodes)
+    for s in rep.layers:
+        assert s.cosine == pytest.approx(1.0, abs=1e-12) and s.sqnr_db == SQNR_CAP_DB and s.max_abs_err == 0
+    assert rep.top1_agreement == 1.0 and rep.worst == []
+    assert all(m["cosine"] == pytest.approx(1.0, abs=1e-12) for m in rep.outputs.values())
+
+
+@pytest.mark.parametrize("runner", runners())
+def test_report_on_quantized_mnist(mnist, tmp_path, runner):
+    fg, qg, feeds, labels = mnist
+
+    def accuracy(outputs, i):
+        return float(np.argmax(next(iter(outputs.values()))) == labels[i])
+
+    rep = compare_layers(fg, qg, feeds, runner=runner, task_metric=accuracy)
+    assert rep.num_inputs == len(feeds)
+    ops = {s.op_type for s in rep.layers}
+    assert {"Conv", "MaxPool", "Gemm", "QuantizeLinear"} <= ops
+    assert all(s.cosine > 0.99 for s in rep.layers), [(s.tensor, s.cosine) for s in rep.layers]
+    assert all(10.0 < s.sqnr_db < 60.0 for s in rep.layers)
+    assert rep.top1_agreement >= 0.95
+    # The task metric is what the outputs say.
+    f_acc = np.mean([accuracy(run_graph(fg, f), i) for i, f in enumerate(feeds)])
+    assert rep.task_metric["float"] == pytest.approx(f_acc)
+    assert abs(rep.task_metric["quant"] - rep.task_metric["float"]) <= 0.1
+    d = rep.to_dict()
+    assert json.loads(json.dumps(d, allow_nan=False))["num_inputs"] == len(feeds)
+    from rich.console import Console
+
+    buf = io.StringIO()
+    rep.print(Console(file=buf, width=140))
+    assert "SQNR" in buf.getvalue() and "top-1 agreement" in buf.getvalue()
+    png = rep.plot(tmp_path / "sqnr.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("runner", runners())
+def test_damaged_layer_is_named_worst(mnist, runner):
+    """Scale half the output channels of the second conv's weights by 3 (bias scales along, so the model
+    stays well formed): that conv must be the layer adding the most error."""
+    fg, qg, feeds, _ = mnist
+    bad = qg.copy()
+    conv = [n for n in bad.nodes if n.op_type == "Conv"][1]
+    for k in (1, 2):
+        t = bad.tensor(conv.inputs[k])
+        scale = np.asarray(t.quant.scale, np.float32).copy()
+        scale[::2] *= 3.0
+        t.quant = QuantInfo(scale, t.quant.zero_point, t.quant.axis)
+    rep = compare_layers(fg, bad, feeds[:8], runner=runner)
+    assert rep.worst[0] == conv.outputs[0], rep.worst
+    good = compare_layers(fg, qg, feeds[:8], runner=runner)
+    assert rep.layer(conv.outputs[0]).sqnr_db < good.layer(conv.outputs[0]).sqnr_db - 10
+    assert rep.worst_layers(1)[0].tensor == conv.outputs[0]
+
+
+@pytest.mark.slow  # ~2 s idle, 16 s on a loaded machine (calibration inside opennpu.quantize)
+@pytest.mark.skipif(not HAS_EXECUTOR, reason="opennpu.quant.executor not written yet")
+def test_report_on_opennpu_quantized_graph(mnist):
+    """The quantizer keeps float tensor names, so every integer layer it makes is matched and measured."""
+    import opennpu
+
+    if not hasattr(opennpu, "quantize"):
+        pytest.skip("opennpu.quantize not written yet")
+    fg, _, feeds, _ = mnist
+    qg = opennpu.quantize(fg, feeds[:5], method="minmax", progress=False)
+    rep = compare_layers(fg, qg, feeds[10:])
+    measured = {s.tensor for s in rep.layers}
+    int_outputs = {o for n in qg.nodes for o in n.outputs
+                   if qg.tensor(o).quant is not None and n.op_type != "QuantizeLinear"}
+    assert int_outputs & set(fg.tensors) <= measured
+    assert len(measured) >= 6 and rep.top1_agreement >= 0.9
+    assert all(s.cosine > 0.99 for s in rep.layers)

@@ -1,0 +1,229 @@
+"""Post-training quantization: accuracy on real data against the float model, modes, pinning, calibration
+methods and inputs, float islands.
+
+Oracles: the float graph (itself checked against ONNX Runtime in test_zoo_float.py) on the same inputs, and
+the real MNIST labels.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import opennpu
+from opennpu.data import mnist5k
+from opennpu.ir.graph import Graph, Tensor
+from opennpu.quant.calibration import METHODS, collect
+from opennpu.quant.executor import is_quantized, run_quantized
+from opennpu.runtime.cpu import run_graph
+from opennpu.zoo.builders.mnist_cnn import preprocess_mnist
+
+B = 500
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    g = opennpu.load_model("mnist-cnn", input_shapes={"input": (B, 1, 28, 28)})
+    images, labels = mnist5k()
+    x = preprocess_mnist(images)
+    batches = [x[i:i + B] for i in range(0, len(x), B)]
+    # calibration: 2 x 500 digits spread over the set
+    cal = [{"input": x[i::10][:B]} for i in (3, 7)]
+    return g, batches, np.asarray(labels), cal
+
+
+@pytest.fixture(scope="module")
+def mnist_float_logits(mnist):
+    g, batches, _, _ = mnist
+    return [run_graph(g, {"input": xb})["logits"] for xb in batches[:2]]
+
+
+def _logits(q, batches):
+    return [run_quantized(q, {"input": xb})["logits"] for xb in batches]
+
+
+@pytest.mark.slow
+def test_mnist_int8_accuracy_all_5000(mnist):
+    g, batches, labels, cal = mnist
+    t0 = time.perf_counter()
+    q = opennpu.quantize(g, cal, method="minmax", dtype="int8", per_channel=True, progress=False)
+    t1 = time.perf_counter()
+    pf = np.concatenate([run_graph(g, {"input": xb})["logits"].argmax(1) for xb in batches])
+    t2 = time.perf_counter()
+    pq = np.concatenate([o.argmax(1) for o in _logits(q, batches)])
+    t3 = time.perf_counter()
+    acc_f, acc_q = 100 * np.mean(pf == labels), 100 * np.mean(pq == labels)
+    print(f"\nmnist-cnn 5000 digits: float {acc_f:.2f}%  int8 {acc_q:.2f}%  (quantize {t1 - t0:.1f}s, "
+          f"float {t2 - t1:.1f}s, int8 {t3 - t2:.1f}s)")
+    assert abs(acc_f - acc_q) <= 0.2
+    assert q.metadata["quant_fallbacks"] == []
+    convs = [n for n in q.nodes if n.op_type in ("Conv", "Gemm")]
+    assert all(q.tensor(n.inputs[1]).quant.per_channel for n in convs)
+
+
+def test_modes_int16_fp16_closer_than_int8(mnist, mnist_float_logits):
+    g, batches, _, cal = mnist
+    c = collect(g, cal, progress=False)
+    err = {}
+    for dtype in ("int8", "int16", "fp16"):
+        q = opennpu.quantize(g, c, dtype=dtype, progress=False)
+        outs = _logits(q, batches[:2])
+        err[dtype] = float(np.mean([np.abs(o - f).mean() for o, f in zip(outs, mnist_float_logits, strict=True)]))
+        kinds = {q.tensor(n.outputs[0]).dtype for n in q.nodes if n.op_type == "Conv"}
+        assert kinds == {"int8" if dtype == "int8" else "int16" if dtype == "int16" else "float16"}
+    print(f"\nmean |logit - float|: {err}")
+    assert err["int16"] < err["int8"] and err["fp16"] < err["int8"]
+
+
+def test_int4_weights_fc(mnist, mnist_float_logits):
+    g, batches, labels, cal = mnist
+    q = opennpu.quantize(g, cal, weight_dtype="int4", progress=False)
+    for n in q.iter_ops("Gemm"):
+        w = q.tensor(n.inputs[1])
+        assert w.quant.bits == 4 and w.data.dtype == np.int8 and w.data.min() >= -8 and w.data.max() <= 7
+    for n in q.iter_ops("Conv"):
+        assert q.tensor(n.inputs[1]).quant.bits is None  # convolutions keep int8 weights
+    outs = _logits(q, batches[:2])
+    agree = np.mean([np.mean(o.argmax(1) == f.argmax(1)) for o, f in zip(outs, mnist_float_logits, strict=True)])
+    assert agree > 0.98
+
+
+def test_pin_mixed_precision(mnist, mnist_float_logits):
+    g, batches, _, cal = mnist
+    q = opennpu.quantize(g, cal, pin={"features.3": "int16", "classifier.2": "float", "classifier.0": "fp16"},
+                         progress=False)
+    node = {n.name: n for n in q.nodes}
+    assert q.tensor(node["features.3"].outputs[0]).dtype == "int16"
+    assert q.tensor(node["features.3"].inputs[0]).dtype == "int16"  # int8 -> int16 requantization before it
+    assert q.tensor(node["classifier.0"].outputs[0]).dtype == "float16"
+    assert q.tensor(node["classifier.2"].outputs[0]).dtype == "float32"
+    assert {"node": "classifier.2", "op_type": "Gemm", "reason": "pinned to float"} in q.metadata["quant_fallbacks"]
+    outs = _logits(q, batches[:1])
+    assert np.mean(outs[0].argmax(1) == mnist_float_logits[0].argmax(1)) > 0.99
+
+
+def test_calibration_methods_give_different_sane_ranges(mnist):
+    g, _, _, cal = mnist
+    c = collect(g, cal, histograms=True, progress=False)
+    for name in ("input", "features.0.relu", "features.3.relu", "logits"):
+        ranges = {m: c.range(name, m) for m in METHODS}
+        mm = ranges["minmax"]
+        for m, (lo, hi) in ranges.items():
+            assert mm[0] - 1e-6 <= lo <= 0 <= hi <= mm[1] + 1e-6, (name, m, lo, hi)
+            assert hi - lo > 0.05 * (mm[1] - mm[0]), (name, m)
+        if name.endswith("relu"):
+            assert all(r[0] == 0 for r in ranges.values())
+        if name != "input":  # MNIST pixels saturate at the top value: every method keeps the full range there
+            assert len({(round(r[0], 6), round(r[1], 6)) for r in ranges.values()}) >= 3, (name, ranges)
+
+
+def test_quantize_is_deterministic_and_leaves_input_alone(mnist):
+    g, _, _, cal = mnist
+    before = {k: (t.dtype, t.quant, None if t.data is None else t.data.copy()) for k, t in g.tensors.items()}
+    ops = [(n.op_type, list(n.inputs), list(n.outputs)) for n in g.nodes]
+    q1 = opennpu.quantize(g, cal[:1], method="mse", progress=False)
+    q2 = opennpu.quantize(g, cal[:1], method="mse", progress=False)
+    assert [(n.op_type, n.inputs, n.outputs) for n in q1.nodes] == [(n.op_type, n.inputs, n.outputs) for n in q2.nodes]
+    for k, t in q1.tensors.items():
+        t2 = q2.tensors[k]
+        assert t.dtype == t2.dtype
+        if t.data is not None:
+            np.testing.assert_array_equal(t.data, t2.data)
+        if t.quant is not None:
+            np.testing.assert_array_equal(t.quant.scale, t2.quant.scale)
+    assert [(n.op_type, list(n.inputs), list(n.outputs)) for n in g.nodes] == ops
+    for k, (dt, qi, data) in before.items():
+        assert g.tensors[k].dtype == dt and g.tensors[k].quant is qi
+        if data is not None:
+            np.testing.assert_array_equal(g.tensors[k].data, data)
+    # names preserved: every float activation of g exists in q1
+    acts = [o for n in g.nodes for o in n.outputs]
+    assert all(a in q1.tensors for a in acts)
+    assert is_quantized(q1.tensor("features.0.relu"))
+
+
+def test_calibration_inputs_images_and_npy(tmp_path, mnist):
+    from PIL import Image
+
+    g, batches, _, _ = mnist
+    g1 = opennpu.load_model("mnist-cnn")  # batch 1
+    images, _ = mnist5k()
+    for i in range(3):
+        Image.fromarray(np.asarray(images[i])).convert("RGB").save(tmp_path / f"d{i}.png")
+    c = collect(g1, tmp_path, progress=False)
+    assert c.batches == 3 and "logits" in c.stats
+    np.save(tmp_path / "cal.npy", batches[0][:4])
+    c2 = collect(g1, tmp_path / "cal.npy", progress=False)
+    assert c2.batches == 4
+    c3 = collect(g1, iter([{"input": batches[0][:1]}, {"input": batches[0][1:2]}]), progress=False)
+    assert c3.batches == 2
+
+
+def _island_graph() -> Graph:
+    rng = np.random.default_rng(0)
+    g = Graph("island")
+    g.add_tensor(Tensor("x", (4, 3, 8, 8), "float32"))
+    g.inputs, g.outputs = ["x"], ["y"]
+    w1 = g.add_const("w1", (rng.standard_normal((6, 3, 3, 3)) * 0.3).astype(np.float32))
+    b1 = g.add_const("b1", rng.standard_normal(6).astype(np.float32) * 0.1)
+    w2 = g.add_const("w2", (rng.standard_normal((4, 6, 1, 1)) * 0.3).astype(np.float32))
+    g.add_node("Conv", ["x", w1, b1], ["c1"], {"pads": [1, 1, 1, 1]}, name="conv1")
+    g.add_node("Floor", ["c1"], ["fl"], name="floor")  # no integer kernel
+    g.add_node("Conv", ["fl", w2], ["y"], name="conv2")
+    for name, shape in (("c1", (4, 6, 8, 8)), ("fl", (4, 6, 8, 8)), ("y", (4, 4, 8, 8))):
+        g.tensors[name].shape, g.tensors[name].dtype = shape, "float32"
+    return g
+
+
+def test_float_island_is_explicit():
+    g = _island_graph()
+    rng = np.random.default_rng(1)
+    cal = [{"x": rng.standard_normal((4, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
+    q = opennpu.quantize(g, cal, progress=False)
+    assert q.metadata["quant_fallbacks"] == [
+        {"node": "floor", "op_type": "Floor", "reason": "no integer kernel for Floor"}]
+    node = {n.name: n for n in q.nodes}
+    prod = q.producers()
+    assert prod[node["floor"].inputs[0]].op_type == "DequantizeLinear"
+    assert prod[node["conv2"].inputs[0]].op_type == "QuantizeLinear"
+    assert q.tensor("fl").dtype == "float32" and q.tensor("c1").dtype == "int8"
+    x = cal[0]
+    got = run_quantized(q, x)["y"]
+    want = run_graph(g, x)["y"]
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="known gap: int8 top-1 agreement measured ~88-90% (EfficientNet-Lite0) and ~75-78% "
+                          "(MobileNetV2) on augmented photos, below the 98% target; see the quantizer report",
+                   strict=False)
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "mobilenetv2"])
+def test_imagenet_int8_top1_agreement(name):
+    from opennpu.data.augment import batched, imagenet_calibration_set, imagenet_eval_set
+
+    scheme = "tf-lite" if name == "efficientnet-lite0" else "torchvision"
+    bs = 50
+    g = opennpu.load_model(name, input_shapes={"input": (bs, 3, 224, 224)})
+    cal = [{"input": c} for c in batched(imagenet_calibration_set(100, scheme=scheme), bs)]
+    ev = batched(imagenet_eval_set(200, scheme=scheme), bs)
+    t0 = time.perf_counter()
+    q = opennpu.quantize(g, cal, method="minmax", progress=False)
+    t1 = time.perf_counter()
+    tf = ti = 0.0
+    agree = 0
+    out = g.outputs[0]
+    for xb in ev:
+        a = time.perf_counter()
+        f = run_graph(g, {"input": xb})[out]
+        b = time.perf_counter()
+        o = run_quantized(q, {"input": xb})[out]
+        c = time.perf_counter()
+        tf, ti = tf + b - a, ti + c - b
+        agree += int(np.sum(f.argmax(1) == o.argmax(1)))
+    rate = agree / 200
+    print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on 200 augmented photos "
+          f"(quantize {t1 - t0:.1f}s, float {tf:.1f}s, int8 {ti:.1f}s)")
+    assert q.metadata["quant_fallbacks"] == []
+    assert rate >= 0.98
