@@ -195,10 +195,11 @@ def test_float_island_is_explicit():
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 0.5
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="known gap: int8 top-1 agreement measured ~88-90% (EfficientNet-Lite0) and ~75-78% "
-                          "(MobileNetV2) on augmented photos, below the 98% target; see the quantizer report",
-                   strict=False)
+@pytest.mark.accuracy
+@pytest.mark.xfail(reason="known gap: with GPTQ weights + percentile ranges, int8 top-1 agreement measured 96.5% "
+                          "(EfficientNet-Lite0, logits 24.6 dB) and 83.5% (MobileNetV2, 18.7 dB) on these 200 "
+                          "augmented photos, below the 98% target (MobileNetV2 is limited by per-tensor int8 "
+                          "activations: 35 dB with int16 activations)", strict=False)
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "mobilenetv2"])
 def test_imagenet_int8_top1_agreement(name):
     from opennpu.data.augment import batched, imagenet_calibration_set, imagenet_eval_set
@@ -209,7 +210,8 @@ def test_imagenet_int8_top1_agreement(name):
     cal = [{"input": c} for c in batched(imagenet_calibration_set(100, scheme=scheme), bs)]
     ev = batched(imagenet_eval_set(200, scheme=scheme), bs)
     t0 = time.perf_counter()
-    q = opennpu.quantize(g, cal, method="minmax", progress=False)
+    # GPTQ weight rounding (the default) and percentile activation ranges: the best measured combination
+    q = opennpu.quantize(g, cal, method="percentile", progress=False)
     t1 = time.perf_counter()
     tf = ti = 0.0
     agree = 0
@@ -227,3 +229,42 @@ def test_imagenet_int8_top1_agreement(name):
           f"(quantize {t1 - t0:.1f}s, float {tf:.1f}s, int8 {ti:.1f}s)")
     assert q.metadata["quant_fallbacks"] == []
     assert rate >= 0.98
+
+
+def _smooth_images(rng: np.random.Generator, n: int, c: int, size: int) -> np.ndarray:
+    """Spatially correlated inputs (cumulative sums of noise), like natural-image features."""
+    x = rng.standard_normal((n, c, size, size)).cumsum(axis=2).cumsum(axis=3)
+    return (x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_gptq_rounding_beats_nearest_on_output_error(depthwise):
+    """GPTQ minimizes the conv's output error over the calibration inputs; held-out inputs from the same
+    distribution must see a smaller error than with round-to-nearest (oracle: the float conv)."""
+    from opennpu.ir.ops.conv import conv2d_float
+    from opennpu.quant.gptq import HessianCollector
+    from opennpu.quant.quantizer import _quantize_weight
+
+    rng = np.random.default_rng(3)
+    c = 8
+    w = rng.standard_normal((c, 1 if depthwise else c, 3, 3)).astype(np.float32)
+    w[:, :, 1, 1] *= 20  # a dominant centre tap leaves the others few levels (BN-folded depthwise kernels)
+    attrs = {"pads": [1, 1, 1, 1], "group": c if depthwise else 1}
+    g = Graph("one")
+    g.add_tensor(Tensor("x", (4, c, 16, 16), "float32"))
+    g.add_const("w", w)
+    g.add_node("Conv", ["x", "w"], ["y"], attrs, name="conv")
+    hc = HessianCollector(g)
+    for _ in range(4):
+        hc.observe(g.nodes[0], _smooth_images(rng, 4, c, 16))
+    h = hc.result()["conv"]
+    assert h.shape == ((c, 9, 9) if depthwise else (9 * c, 9 * c))
+    x = _smooth_images(rng, 8, c, 16)
+    ref = conv2d_float(x, w, None, attrs)
+    err = {}
+    for kind, hh in (("nearest", None), ("gptq", h)):
+        q, info = _quantize_weight(w, 0, 8, hh, 0)
+        assert q.dtype == np.int8 and np.abs(q).max() <= 127
+        wd = q.astype(np.float32) * np.asarray(info.scale, np.float32).reshape(-1, 1, 1, 1)
+        err[kind] = float(np.mean((conv2d_float(x, wd, None, attrs) - ref) ** 2))
+    assert err["gptq"] < 0.9 * err["nearest"], err

@@ -106,7 +106,7 @@ class Calibration:
         if method == "kl":
             return _threshold_range(st, _kl_threshold)
         if method == "mse":
-            return _threshold_range(st, _mse_threshold)
+            return _mse_range(st, symmetric=False)
         raise ValueError(f"unknown calibration method {method!r}; choose from {METHODS}")
 
 
@@ -139,7 +139,7 @@ def _threshold_range(st: TensorStats, fn: Callable[[np.ndarray, float, int], flo
     h, amax, nonneg = _abs_hist(st)
     if amax <= 0 or h.sum() == 0:
         return min(st.lo, 0.0), max(st.hi, 0.0)
-    levels = 256 if nonneg else 128  # codes available on one side of zero
+    levels = 255 if nonneg else 128  # codes available on one side of zero
     t = fn(h, amax, levels)
     return (0.0 if nonneg else float(max(st.lo, -t)), float(min(st.hi, t)) if st.hi > 0 else 0.0)
 
@@ -147,28 +147,35 @@ def _threshold_range(st: TensorStats, fn: Callable[[np.ndarray, float, int], flo
 def _kl_threshold(h: np.ndarray, amax: float, levels: int) -> float:
     """TensorRT entropy calibration over a |x| histogram: for each candidate bin count i >= levels, the
     reference P = h[:i] with the outliers folded into the last bin, Q = P merged into ``levels`` bins and
-    expanded back over the non-empty bins; the threshold minimizing KL(P || Q)."""
+    expanded back over its non-empty bins; the threshold minimizing KL(P || Q). The first bin (|x| ~ 0: the
+    zeros of a ReLU output, exact at any threshold) is left out: its spike would otherwise dominate P and
+    drag the threshold down to a fraction of the range."""
+    h = h.astype(np.float64).copy()
+    h[0] = 0.0
     n = h.size
+    if h.sum() <= 0:
+        return amax
     best_i, best_kl = n, np.inf
     width = amax / n
     for i in range(levels, n + 1, 16 if n > 512 else 1):
-        p = h[:i].astype(np.float64).copy()
+        p = h[:i].copy()
         p[-1] += h[i:].sum()
         nz = p > 0
-        # merge into `levels` chunks
-        idx = (np.arange(i) * levels) // i
-        sums = np.bincount(idx, weights=h[:i].astype(np.float64), minlength=levels)
-        cnt = np.bincount(idx, weights=(h[:i] > 0).astype(np.float64), minlength=levels)
-        q = np.where(h[:i] > 0, sums[idx] / np.maximum(cnt[idx], 1), 0.0)
+        idx = (np.arange(i) * levels) // i  # merge into `levels` chunks
+        # Q quantizes the clipped histogram *without* the folded outliers (so clipping costs KL)
+        hi_ = h[:i]
+        nzh = hi_ > 0
+        sums = np.bincount(idx, weights=hi_, minlength=levels)
+        cnt = np.bincount(idx, weights=nzh.astype(np.float64), minlength=levels)
+        q = np.where(nzh, sums[idx] / np.maximum(cnt[idx], 1), 0.0)
         ps, qs = p.sum(), q.sum()
-        if qs <= 0:
+        if ps <= 0 or qs <= 0:
             continue
-        pn, qn = p / ps, q / qs
-        ok = nz & (qn > 0)
-        kl = float(np.sum(pn[ok] * np.log(pn[ok] / qn[ok]))) + float(pn[nz & ~ok].sum()) * 10.0
+        pn, qn = p[nz] / ps, np.maximum(q[nz] / qs, 1e-4 / max(int(nz.sum()), 1))  # smoothed where Q = 0
+        kl = float(np.sum(pn * np.log(pn / qn)))
         if kl < best_kl:
             best_kl, best_i = kl, i
-    return (best_i + 0.5) * width
+    return min(best_i * width, amax)
 
 
 def _mse_threshold(h: np.ndarray, amax: float, levels: int) -> float:
@@ -188,6 +195,45 @@ def _mse_threshold(h: np.ndarray, amax: float, levels: int) -> float:
         if err < best_err:
             best_err, best_t = err, t
     return best_t
+
+
+def _mse_range(st: TensorStats, symmetric: bool = False, levels: int = 255) -> tuple[float, float]:
+    """Range [lo, hi] (candidates at the histogram's bin edges, zero inside) minimizing the expected squared
+    error of quantize-dequantize with ``levels`` steps over the signed histogram: clipped values cost their
+    distance to the bound, values inside cost step^2 / 12 (uniform rounding error, which does not depend on
+    where inside a bin they lie). ``symmetric``: lo = -hi."""
+    h = st.hist.astype(np.float64)
+    edges = np.linspace(st.hist_lo, st.hist_hi, BINS + 1)
+    c = (edges[:-1] + edges[1:]) / 2
+    total = h.sum()
+    if total <= 0:
+        return min(st.lo, 0.0), max(st.hi, 0.0)
+    # upper tails: for bound e_k = edges[k], values in bins >= k are clipped to e_k (cost h (c - e)^2)
+    m0, m1, m2 = (np.concatenate([np.cumsum((h * c ** p)[::-1])[::-1], [0.0]]) for p in (0, 1, 2))
+    tail_hi = m2 - 2 * edges * m1 + edges ** 2 * m0  # cost of clipping above edges[k], k = 0..BINS
+    n_hi = m0
+    l0, l1, l2 = (np.concatenate([[0.0], np.cumsum(h * c ** p)]) for p in (0, 1, 2))
+    tail_lo = l2 - 2 * edges * l1 + edges ** 2 * l0  # bins < k clipped up to edges[k]
+    n_lo = l0
+    zero = int(np.clip(np.searchsorted(edges, 0.0), 0, BINS))
+    stride = 4
+    hi_idx = np.unique(np.r_[np.arange(zero, BINS + 1, stride), BINS])
+    lo_idx = np.unique(np.r_[np.arange(0, zero + 1, stride), zero]) if st.lo < 0 else np.array([zero])
+    if st.hi <= 0:
+        hi_idx = np.array([zero])
+    if symmetric:
+        hi_v = np.maximum(np.abs(edges[hi_idx]), 1e-12)
+        lo_k = np.clip(np.searchsorted(edges, -hi_v), 0, BINS)
+        step = 2 * hi_v / levels
+        err = tail_hi[hi_idx] + tail_lo[lo_k] + step ** 2 / 12 * (total - n_hi[hi_idx] - n_lo[lo_k])
+        k = int(np.argmin(err))
+        return -float(hi_v[k]) if st.lo < 0 else 0.0, float(hi_v[k]) if st.hi > 0 else 0.0
+    lo_v, hi_v = edges[lo_idx][:, None], edges[hi_idx][None, :]
+    step = np.maximum(hi_v - lo_v, 1e-12) / levels
+    inside = total - n_lo[lo_idx][:, None] - n_hi[hi_idx][None, :]
+    err = tail_lo[lo_idx][:, None] + tail_hi[hi_idx][None, :] + step ** 2 / 12 * np.maximum(inside, 0.0)
+    j, k = np.unravel_index(int(np.argmin(err)), err.shape)
+    return min(float(lo_v[j, 0]), 0.0), max(float(hi_v[0, k]), 0.0)
 
 
 # ---- calibration data ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops.conv import conv_geometry
 
 SAMPLES_PER_BATCH = 4096  # patch rows accumulated per calibration batch and layer
-DAMP = 0.01
+DAMP = 0.1  # measured: 0.01 over-fits the sampled statistics (EfficientNet-Lite0 logits 24 dB vs 30 dB)
 BLOCK = 128
 
 
@@ -143,7 +143,7 @@ def _prepare(h: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
     return u, dead
 
 
-def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp: float = DAMP,
+def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp: float | None = None,
                act_order: bool = True) -> np.ndarray:
     """Integer weights (O, K) on the grid ``scale`` (per row, (O,)) in [-qmax, qmax] that greedily minimize
     ``(q*s - w) H (q*s - w)^T`` per row, for one shared ``H`` (K, K)."""
@@ -152,7 +152,7 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp:
     s = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1, 1), (o, 1))
     perm = np.argsort(-np.diagonal(h), kind="stable") if act_order else np.arange(k)
     inv_perm = np.argsort(perm)
-    u, _ = _prepare(h[np.ix_(perm, perm)], damp)
+    u, _ = _prepare(h[np.ix_(perm, perm)], DAMP if damp is None else damp)
     wv = w[:, perm] / s  # in steps
     q = np.zeros_like(wv)
     for b0 in range(0, k, BLOCK):
@@ -170,7 +170,7 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp:
     return q[:, inv_perm]
 
 
-def gptq_round_batched(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp: float = DAMP
+def gptq_round_batched(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: int, damp: float | None = None
                        ) -> np.ndarray:
     """Depthwise flavour: row c of ``w`` (C, k) has its own ``h[c]`` (C, k, k)."""
     w = np.asarray(w, np.float64)
@@ -180,7 +180,7 @@ def gptq_round_batched(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmax: in
     perm = np.argsort(-np.diagonal(h, axis1=-2, axis2=-1), axis=1, kind="stable")
     rows = np.arange(c)[:, None]
     hp = h[rows[:, :, None], perm[:, :, None], perm[:, None, :]]
-    u, _ = _prepare(hp, damp)
+    u, _ = _prepare(hp, DAMP if damp is None else damp)
     wv = w[rows, perm] / s
     q = np.zeros_like(wv)
     for j in range(k):
