@@ -218,7 +218,7 @@ class _Params:
 
 
 def _quantize_weight(w: np.ndarray, axis: int | None, bits: int, h: np.ndarray | None = None,
-                     out_axis: int = 0) -> tuple[np.ndarray, QuantInfo]:
+                     out_axis: int = 0, min_ratio: float | None = None) -> tuple[np.ndarray, QuantInfo]:
     """Symmetric quantization (zero point 0) to [-(2^(bits-1) - 1), 2^(bits-1) - 1], per channel along
     ``axis`` (None: per tensor). With ``h`` (the input second moments of the layer, see gptq.py) the
     rounding is GPTQ's error-compensating one; otherwise round-to-nearest with the conv taps' sums kept."""
@@ -232,6 +232,10 @@ def _quantize_weight(w: np.ndarray, axis: int | None, bits: int, h: np.ndarray |
         amax = np.abs(w64).max(axis=red) if red else np.abs(w64)
         shape = tuple(-1 if i == axis else 1 for i in range(w.ndim))
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+    if min_ratio is not None and amax.max() > 0:
+        floor = np.float32(amax.max() / qmax * min_ratio)
+        # dead channels (all-zero weights) take the largest live scale instead of 1.0
+        scale = np.where(amax > 0, np.maximum(scale, floor), np.float32(amax.max() / qmax)).astype(np.float32)
     v = w64 / scale.astype(np.float64).reshape(shape)
     q = None
     if h is not None:
@@ -415,9 +419,13 @@ class _Builder:
 def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str = "int8", per_channel: bool = True,
              weight_dtype: str | None = None, pin: dict[str, str] | None = None, progress: bool = True,
              percentile: float = 99.99, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-             bias_correction: bool = True, weight_rounding: str = "gptq") -> Graph:
+             bias_correction: bool = True, weight_rounding: str = "gptq",
+             min_channel_scale_ratio: float | None = None) -> Graph:
     """Quantize a float graph (see the module docstring). ``calibration``: feed dicts (list / iterator), an
-    ndarray batch, a folder of images, .npy file(s), or a ``Calibration`` collected earlier."""
+    ndarray batch, a folder of images, .npy file(s), or a ``Calibration`` collected earlier.
+    ``min_channel_scale_ratio``: floor every per-channel weight scale at this fraction of the layer's largest
+    one (a target constraint, e.g. the RK3588's 14-bit per-channel multiplier); near-dead channels then round
+    to zero instead of needing a multiplier the hardware cannot hold."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if dtype not in DTYPES:
@@ -473,6 +481,7 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
 
     # 3. rewrite
     b = _Builder(graph, params)
+    b.min_channel_scale_ratio = min_channel_scale_ratio
     for node in graph.nodes:
         mode = modes[node.name]
         if mode in ("int8", "int16"):
@@ -569,7 +578,8 @@ def _emit_integer(b: _Builder, node: Node, mode: str, per_channel: bool, weight_
             axis = 1
         bits = 4 if weight_dtype == "int4" and op in ("Gemm", "MatMul") else 8
         h = b.p.cal.hessians.get(node.name) if weight_rounding == "gptq" else None
-        wq, winfo = _quantize_weight(w, axis if per_channel else None, bits, h, axis)
+        wq, winfo = _quantize_weight(w, axis if per_channel else None, bits, h, axis,
+                                     getattr(b, "min_channel_scale_ratio", None))
         ins[1] = b.const(f"{node.inputs[1]}.int{bits}", wq, winfo)
         bias = src.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         shift = _bias_shift(b, node, w, wq, winfo, axis) if bias_correction and op != "MatMul" else None

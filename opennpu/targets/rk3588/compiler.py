@@ -98,7 +98,10 @@ def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: 
                            "(calibration='zoo', a folder of images/.npy, or feed dicts)")
     import opennpu
 
-    return opennpu.quantize(g, resolve_calibration(g, calibration), dtype=dtype, method=method, progress=progress)
+    # Per-channel scales go through the 14-bit BS multiplier (docs/rk3588-arithmetic.md): keep every channel's
+    # scale within 2^-12 of the layer's largest so near-dead channels round to zero instead of underflowing it.
+    return opennpu.quantize(g, resolve_calibration(g, calibration), dtype=dtype, method=method, progress=progress,
+                            min_channel_scale_ratio=2.0 ** -12)
 
 
 def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
