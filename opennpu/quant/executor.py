@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OpenNPUError, ShapeError, UnsupportedOpError
+from ..errors import UnsupportedOpError
 from ..ir.graph import Graph, Node, Tensor
 from ..ir.ops.conv import conv2d_float, conv_geometry
 from ..ir.ops.pool import pool_geometry
-from ..runtime.cpu import check_feeds, run_node
+from ..runtime.cpu import execute, run_node
 from . import kernels as K
 from .fixedpoint import (
     activation_range,
@@ -685,50 +685,18 @@ def run_quantized(graph: Graph, feeds: Mapping[str, np.ndarray], kernels: str = 
     if kernels not in FLAVOURS:
         raise ValueError(f"kernels must be one of {FLAVOURS}, got {kernels!r}")
     ctx = _Ctx(graph, kernels)
-    env: dict[str, np.ndarray] = check_feeds(graph, feeds)
     requant, betas, skip = _plan(graph)
-    last_use: dict[str, int] = {}
-    for idx, node in enumerate(graph.nodes):
-        for i in node.inputs:
-            last_use[i] = idx
-    for idx, node in enumerate(graph.nodes):
-        if node.name in skip:
-            continue
+    producers = graph.producers()
+
+    def run_one(node: Node, args: list, env: dict[str, np.ndarray]) -> list[Array]:
         if node.op_type == "Softmax" and node.name in betas:
-            mul = graph.producers()[node.inputs[0]]
-            args = [env[mul.inputs[0]]]
+            # Mul-by-beta -> Softmax runs as one softmax with beta on the Mul's input (the Mul is skipped)
+            mul = producers[node.inputs[0]]
             node_in = Node(node.op_type, [mul.inputs[0]], node.outputs, node.attrs, node.name)
-            outs = _int_softmax(ctx, node_in, args, betas[node.name])
-        else:
-            args = []
-            for i in node.inputs:
-                if not i:
-                    args.append(None)
-                elif i in env:
-                    args.append(env[i])
-                else:
-                    args.append(graph.tensor(i).data)
-            try:
-                with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-                    outs = _run_one(ctx, node, args, requant, env)
-            except OpenNPUError:
-                raise
-            except (ValueError, IndexError, TypeError) as e:
-                raise ShapeError(f"node {node.name!r} ({node.op_type}) failed: {e}") from None
-        for name, value in zip(node.outputs, outs, strict=False):
-            if name:
-                env[name] = value
-        if on_node is not None:
-            on_node(node, outs)
-        if not keep:
-            for i in node.inputs:
-                if i and last_use.get(i) == idx and i not in graph.outputs and i in env and i not in graph.inputs:
-                    del env[i]
-    result = {o: env[o] if o in env else graph.tensor(o).data for o in graph.outputs}
-    if keep:
-        env.update(result)
-        return env
-    return result
+            return _int_softmax(ctx, node_in, [env[mul.inputs[0]]], betas[node.name])
+        return _run_one(ctx, node, args, requant, env)
+
+    return execute(graph, feeds, run_one, keep, on_node, skip)
 
 
 def _run_one(ctx: _Ctx, node: Node, args: list, requant: dict[str, Node], env: dict) -> list[Array]:

@@ -39,12 +39,25 @@ def run_node(node: Node, args: list[np.ndarray | None]) -> list[np.ndarray]:
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep: bool = False,
               on_node: Callable[[Node, list[np.ndarray]], None] | None = None) -> dict[str, np.ndarray]:
     """Run the graph; returns its outputs (and every intermediate when ``keep``)."""
+    return execute(graph, feeds, lambda node, args, env: run_node(node, args), keep, on_node)
+
+
+NodeRunner = Callable[[Node, list, dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def execute(graph: Graph, feeds: Mapping[str, np.ndarray], run_one: NodeRunner, keep: bool = False,
+            on_node: Callable[[Node, list[np.ndarray]], None] | None = None,
+            skip: frozenset[str] | set[str] = frozenset()) -> dict[str, np.ndarray]:
+    """The walk every executor shares: feed checks, argument gathering, typed errors, freeing tensors after
+    their last use. ``run_one(node, args, env)`` computes one node; nodes named in ``skip`` are not run."""
     env: dict[str, np.ndarray] = check_feeds(graph, feeds)
     last_use: dict[str, int] = {}
     for idx, node in enumerate(graph.nodes):
         for i in node.inputs:
             last_use[i] = idx
     for idx, node in enumerate(graph.nodes):
+        if node.name in skip:
+            continue
         args = []
         for i in node.inputs:
             if not i:
@@ -55,7 +68,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep: bool = False,
                 args.append(graph.tensor(i).data)
         try:
             with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-                outs = run_node(node, args)
+                outs = run_one(node, args, env)
         except OpenNPUError:
             raise
         except (ValueError, IndexError, TypeError) as e:
@@ -69,9 +82,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], keep: bool = False,
             for i in node.inputs:
                 if i and last_use.get(i) == idx and i not in graph.outputs and i in env and i not in graph.inputs:
                     del env[i]
-    result = {}
-    for o in graph.outputs:
-        result[o] = env[o] if o in env else graph.tensor(o).data
+    result = {o: env[o] if o in env else graph.tensor(o).data for o in graph.outputs}
     if keep:
         env.update(result)
         return env
