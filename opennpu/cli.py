@@ -1,4 +1,4 @@
-"""Command line: ``opennpu zoo list|fetch``, ``inspect``, ``compile``, ``run``, ``export``, ``demo``.
+"""Command line: ``opennpu zoo list|fetch``, ``inspect``, ``compile``, ``run``, ``export``, ``report``, ``demo``.
 
 Every opennpu error becomes one ``error: ...`` line on stderr and a non-zero exit code, never a traceback.
 """
@@ -185,6 +185,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import json
+
+    from .report import build_report
+    from .report.html import write_html
+    from .report.terminal import print_summary
+
+    cal = args.calibration[0] if len(args.calibration) == 1 else args.calibration
+    rep = build_report(args.model, cores=args.cores, clock_mhz=args.clock_mhz, driver=args.driver, calibration=cal,
+                       method=args.method, progress=True)
+    print_summary(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1))
+        print(f"wrote {args.json}")
+    if args.html:
+        print(f"wrote {write_html(rep, args.html)}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -233,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("--nhwc-io", action="store_true", help="expose NHWC inputs/outputs (no boundary transposes)")
     _add_shape_args(p_export)
     p_export.set_defaults(func=cmd_export)
+
+    p_rep = sub.add_parser("report", help="placements, predicted latency, memory and accuracy of a model")
+    p_rep.add_argument("model", help="zoo name, model file (.onnx, .tflite) or compiled .npu program")
+    p_rep.add_argument("--target", default="rk3588", choices=["rk3588"])
+    p_rep.add_argument("--json", help="write the report as JSON")
+    p_rep.add_argument("--html", help="write a self-contained HTML report")
+    p_rep.add_argument("--cores", type=int, default=1, choices=[1, 3])
+    p_rep.add_argument("--clock-mhz", type=float, default=1000.0)
+    p_rep.add_argument("--driver", default="rknn", choices=["rknn", "rocket"])
+    p_rep.add_argument("--calibration", nargs="+", default=["zoo"], metavar="zoo|DIR|NPY")
+    p_rep.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"])
+    p_rep.set_defaults(func=cmd_report)
 
     p_demo = sub.add_parser("demo", help="the main job: a real model on real photos")
     p_demo.add_argument("--photo", action="append", help="photo names from opennpu.data.PHOTOS")
