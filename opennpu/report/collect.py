@@ -121,7 +121,8 @@ def _memory_json(by_kind: dict[str, int], act_footprint: int, act_peak: int, tot
     regcmd = int(by_kind.get("regcmd", 0))
     io = int(by_kind.get("io", 0))
     peak = weights + regcmd + io + int(act_footprint)
-    return {"weights_bytes": weights, "activations_bytes": int(act_footprint), "activation_peak_live_bytes": int(act_peak),
+    return {"weights_bytes": weights, "activations_bytes": int(act_footprint),
+            "activation_peak_live_bytes": int(act_peak),
             "regcmd_bytes": regcmd, "io_bytes": io, "peak_bytes": peak, "address_space_bytes": int(total),
             "fits": bool(total <= ADDRESS_SPACE and cbuf.get("cbuf_tasks_over", 0) == 0), **cbuf}
 
@@ -210,7 +211,7 @@ def report_from_program(program: Any, model: str, cores: int = 1, clock_mhz: flo
     def est_all(p: cost.CostParams) -> tuple[dict[str, cost.OpCost], float, float]:
         by: dict[str, cost.OpCost] = {}
         extra_npu = extra_cpu = 0.0
-        for key, g in program.graphs.items():
+        for g in program.graphs.values():
             e = cost.estimate_graph(g, "int8", p)
             by.update({o.name: o for o in e.ops})
             extra_npu += e.driver_us / 1000
