@@ -272,8 +272,10 @@ def zoo_feeds(graph: Any, n: int) -> list[dict[str, np.ndarray]] | None:
 
 def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: str = "rknn",
                  calibration: Any = "zoo", method: str = "minmax", n_accuracy: int = 4,
-                 progress: bool = False, compiled: Any = None) -> dict[str, Any]:
-    """The report for a zoo name, a model file, or a ``.npu`` program path."""
+                 progress: bool = False, compiled: Any = None, n_calibration: int | None = None,
+                 n_top1: int = 16) -> dict[str, Any]:
+    """The report for a zoo name, a model file, or a ``.npu`` program path. ``n_calibration`` keeps only the
+    first calibration inputs (fast reports); ``n_top1`` augmented photos measure classifiers' top-1 agreement."""
     from opennpu.frontends import load_model
     from opennpu.targets.rk3588.compiler import compile_lowered
 
@@ -283,7 +285,12 @@ def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: 
         return report_from_program(load_program(model), Path(model).stem, cores, clock_mhz, driver)
     graph = load_model(model)
     if compiled is None:
-        compiled = compile_lowered(graph, calibration=calibration, method=method, progress=progress)
+        cal = calibration
+        if n_calibration is not None:
+            from opennpu.targets.rk3588.compiler import resolve_calibration
+
+            cal = list(resolve_calibration(graph, calibration))[:n_calibration]
+        compiled = compile_lowered(graph, calibration=cal, method=method, progress=progress)
     feeds = zoo_feeds(graph, n_accuracy) if calibration == "zoo" else None
     if feeds is None and calibration != "zoo":
         from opennpu.targets.rk3588.compiler import resolve_calibration
@@ -294,6 +301,6 @@ def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: 
         from opennpu.data.augment import imagenet_eval_set
 
         scheme = "tf-lite" if graph.metadata.get("zoo") == "efficientnet-lite0" else "torchvision"
-        cls_feeds = [{graph.inputs[0]: x} for x in imagenet_eval_set(16, 224, scheme)]
+        cls_feeds = [{graph.inputs[0]: x} for x in imagenet_eval_set(n_top1, 224, scheme)]
     return report_from_compiled(compiled, Path(str(model)).stem if Path(str(model)).is_file() else str(model),
                                 graph, feeds, cls_feeds, cores, clock_mhz, driver)
