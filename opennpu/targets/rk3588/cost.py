@@ -14,8 +14,8 @@ The mechanism (every constant is a row of :data:`CONSTANTS` with its source; doc
   The atomics are those of the matmul API's native B layout: int8 (N/32, K/32, 32, 32) and fp16
   (N/16, K/32, 16, 32) -- 32 input channels x 32 int8 (16 fp16) kernels = the 1024 int8 / 512 fp16 MACs per
   cycle per core. Channel counts are rounded up to the atomics (first layers with 3 channels waste 29/32 of the
-  array). Depthwise: each kernel sees only its own channel, so a cycle does one input atomic of channels
-  (32 MACs) per kernel position.
+  array). Depthwise: each kernel sees only its own channel, so a cycle does one 16-channel feature atom
+  (16 int8 MACs) per kernel tap.
 * **DPU**: outputs leave the accumulator through the DPU (NVDLA SDP): 16 elements per cycle through BS/BN, 4 per
   cycle when the EW stage is used (fused Add, LUT activations) -- NVDLA nv_full throughputs. PPU pooling (NVDLA
   PDP) reads 8 elements per cycle.
@@ -70,9 +70,10 @@ CONSTANTS: dict[str, Constant] = {
                          f"(N/16, K/32, 16, 32) ({REF} §4.2)", "R"),
     "atomic_k_int8": Constant(32, "kernels/cycle", f"rknn_matmul_api int8 B layout ({REF} §4.2)", "R"),
     "atomic_k_fp16": Constant(16, "kernels/cycle", f"rknn_matmul_api fp16 B layout ({REF} §4.2)", "R"),
-    "dw_lanes_int8": Constant(32, "channels/cycle", "depthwise: one input atomic (atomic_c) per kernel position",
+    "dw_lanes_int8": Constant(16, "channels/cycle", "depthwise: one 16-channel feature atom per kernel tap and cycle "
+                              "(rkt_ml.h FEATURE_ATOMIC_SIZE 16, NC1HWC2 C2=16; each kernel sees only its channel)",
                               "I"),
-    "dw_lanes_fp16": Constant(16, "channels/cycle", "depthwise fp16: half the int8 lanes (512/1024 MACs)", "I"),
+    "dw_lanes_fp16": Constant(8, "channels/cycle", "depthwise fp16: one 16-byte atom = 8 fp16 channels", "I"),
     "dpu_bs_throughput": Constant(16, "elements/cycle", f"{NVDLA}: NVDLA_SDP_BS_THROUGHPUT 16", "R"),
     "dpu_ew_throughput": Constant(4, "elements/cycle", f"{NVDLA}: NVDLA_SDP_EW_THROUGHPUT 4 (EW ALU, LUT)", "R"),
     "ppu_throughput": Constant(8, "elements/cycle", f"{NVDLA}: NVDLA_PDP_THROUGHPUT 8", "R"),
@@ -251,24 +252,34 @@ def _task_seconds(w: TaskWork, p: CostParams, cores: int) -> dict[str, float]:
             "overhead": (_c("mem_latency_cycles") / hz + w.regcmd_words * _c("regcmd_bytes_per_word") / port) * 1e6}
 
 
-def npu_op_cost(works: list[TaskWork], p: CostParams, splittable: bool = True) -> tuple[float, dict[str, float], str]:
-    """Latency (us), breakdown and bound of an NPU op made of ``works`` tasks."""
-    cores = p.cores if (splittable and p.driver == "rknn") else 1
+def _op_on_cores(works: list[TaskWork], p: CostParams, cores: int) -> tuple[float, dict[str, float]]:
     total = 0.0
     agg = {"mac": 0.0, "dpu": 0.0, "dma": 0.0, "overhead": 0.0}
+    per_task = _c("rocket_task_us") if p.driver == "rocket" else 0.0
     for w in works:
         s = _task_seconds(w, p, cores)
-        body = max(s["mac"], s["dpu"], s["dma"])
-        per_task = _c("rocket_task_us") if p.driver == "rocket" else 0.0
-        total += body + s["overhead"] + per_task
+        total += max(s["mac"], s["dpu"], s["dma"]) + s["overhead"] + per_task
         for k in ("mac", "dpu", "dma"):
             agg[k] += s[k]
         agg["overhead"] += s["overhead"] + per_task
-    if cores > 1 and works:
-        agg["overhead"] += _c("submit_us") / 4  # cross-core sync of a split op [I]: a quarter of a submit
+    if cores > 1:  # cross-core synchronisation of a split op [I]: a quarter of a submit round trip
+        agg["overhead"] += _c("submit_us") / 4
         total += _c("submit_us") / 4
-    bound = max(agg, key=agg.get) if works else "free"
-    return total, agg, bound
+    return total, agg
+
+
+def npu_op_cost(works: list[TaskWork], p: CostParams, splittable: bool = True) -> tuple[float, dict[str, float], str]:
+    """Latency (us), breakdown and bound of an NPU op made of ``works`` tasks. With the vendor runtime and several
+    cores an op is split over them only when that is faster (a tiny op is not worth the cross-core sync)."""
+    if not works:
+        return 0.0, {}, "free"
+    best = _op_on_cores(works, p, 1)
+    if splittable and p.driver == "rknn" and p.cores > 1:
+        split = _op_on_cores(works, p, p.cores)
+        if split[0] < best[0]:
+            best = split
+    total, agg = best
+    return total, agg, max(agg, key=agg.get)
 
 
 # ---------------------------------------------------------------------------------------------- CPU model
