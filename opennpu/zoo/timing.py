@@ -16,6 +16,7 @@ these builders write the architectures as ONNX with seeded random weights, then 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,8 +89,15 @@ def mobilenet_v1(size: int = 224, classes: int = 1000) -> bytes:
     return b.model([("input", (1, 3, size, size))], [y])
 
 
-def yolov5s(size: int = 640, act: str = "silu") -> bytes:
-    b = _Builder(f"yolov5s_{act}")
+def yolov5(size: int = 640, act: str = "silu", width: float = 0.50, depth: float = 0.33) -> bytes:
+    """YOLOv5 v6 at a width/depth multiple: n = (0.25, 0.33), s = (0.50, 0.33), m = (0.75, 0.67)."""
+    b = _Builder(f"yolov5_w{width}_d{depth}_{act}")
+
+    def ch(c):
+        return int(math.ceil(c * width / 8) * 8)
+
+    def rep(n):
+        return max(round(n * depth), 1)
 
     def cv(x, c1, c2, k=1, s=1):
         return b.conv(x, c1, c2, k, s, act=act)
@@ -106,31 +114,35 @@ def yolov5s(size: int = 640, act: str = "silu") -> bytes:
     def up(x):
         return b.op("Resize", [x, "", b.const(np.array([1, 1, 2, 2], np.float32), "scales")], mode="nearest")
 
-    x = b.conv("images", 3, 32, 6, 2, act=act, pad=2)
-    x = cv(x, 32, 64, 3, 2)
-    x = c3(x, 64, 64, 1)
-    x = cv(x, 64, 128, 3, 2)
-    p3 = c3(x, 128, 128, 2)
-    x = cv(p3, 128, 256, 3, 2)
-    p4 = c3(x, 256, 256, 3)
-    x = cv(p4, 256, 512, 3, 2)
-    x = c3(x, 512, 512, 1)
-    # SPPF k5
-    h = cv(x, 512, 256)
+    c32, c64, c128, c256, c512, c1024 = (ch(c) for c in (64, 128, 256, 512, 1024, 2048))
+    x = b.conv("images", 3, c32, 6, 2, act=act, pad=2)
+    x = cv(x, c32, c64, 3, 2)
+    x = c3(x, c64, c64, rep(3))
+    x = cv(x, c64, c128, 3, 2)
+    p3 = c3(x, c128, c128, rep(6))
+    x = cv(p3, c128, c256, 3, 2)
+    p4 = c3(x, c256, c256, rep(9))
+    x = cv(p4, c256, c512, 3, 2)
+    x = c3(x, c512, c512, rep(3))
+    h = cv(x, c512, c256)  # SPPF k5
     m1 = b.op("MaxPool", [h], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
     m2 = b.op("MaxPool", [m1], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
     m3 = b.op("MaxPool", [m2], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
-    x = cv(b.op("Concat", [h, m1, m2, m3], axis=1), 1024, 512)
-    h10 = cv(x, 512, 256)
-    x = c3(b.op("Concat", [up(h10), p4], axis=1), 512, 256, 1, False)
-    h14 = cv(x, 256, 128)
-    out3 = c3(b.op("Concat", [up(h14), p3], axis=1), 256, 128, 1, False)
-    x = cv(out3, 128, 128, 3, 2)
-    out4 = c3(b.op("Concat", [x, h14], axis=1), 256, 256, 1, False)
-    x = cv(out4, 256, 256, 3, 2)
-    out5 = c3(b.op("Concat", [x, h10], axis=1), 512, 512, 1, False)
-    heads = [b.conv(o, c, 255, 1, act=None) for o, c in ((out3, 128), (out4, 256), (out5, 512))]
+    x = cv(b.op("Concat", [h, m1, m2, m3], axis=1), c1024, c512)
+    h10 = cv(x, c512, c256)
+    x = c3(b.op("Concat", [up(h10), p4], axis=1), c512, c256, rep(3), False)
+    h14 = cv(x, c256, c128)
+    out3 = c3(b.op("Concat", [up(h14), p3], axis=1), c256, c128, rep(3), False)
+    x = cv(out3, c128, c128, 3, 2)
+    out4 = c3(b.op("Concat", [x, h14], axis=1), c256, c256, rep(3), False)
+    x = cv(out4, c256, c256, 3, 2)
+    out5 = c3(b.op("Concat", [x, h10], axis=1), c512, c512, rep(3), False)
+    heads = [b.conv(o, c, 255, 1, act=None) for o, c in ((out3, c128), (out4, c256), (out5, c512))]
     return b.model([("images", (1, 3, size, size))], heads)
+
+
+def yolov5s(size: int = 640, act: str = "silu") -> bytes:
+    return yolov5(size, act)
 
 
 def matmul(m: int, k: int, n: int) -> bytes:
@@ -204,6 +216,8 @@ MODELS: dict[str, Callable[[], bytes]] = {
     "mobilenetv2": lambda: b"zoo:mobilenetv2",
     "yolov5s": yolov5s,
     "yolov5s_relu": lambda: yolov5s(act="relu"),
+    "yolov5n": lambda: yolov5(width=0.25, depth=0.33),
+    "yolov5m": lambda: yolov5(width=0.75, depth=0.67),
     "matmul_128x1024x8192": lambda: matmul(128, 1024, 8192),
     "lite_transformer_enc16": lambda: transformer(),
     "lite_transformer_dec16": lambda: transformer(decoder=True),
@@ -218,6 +232,10 @@ PUBLISHED: list[Published] = [
               f"rknn_model_zoo v2.3.2 README, 450.7 FPS ({REF} §4.4)"),
     Published("yolov5s 640 int8, RKNN, 1 core", "yolov5s", "int8", 1, 1000, "rknn", 20.7,
               f"rknn_model_zoo v2.3.2, 48.4 FPS ({REF} §4.4)"),
+    Published("yolov5n 640 int8, RKNN, 1 core", "yolov5n", "int8", 1, 1000, "rknn", 12.1,
+              f"rknn_model_zoo v2.3.2, 82.5 FPS ({REF} §4.4)"),
+    Published("yolov5m 640 int8, RKNN, 1 core", "yolov5m", "int8", 1, 1000, "rknn", 47.8,
+              f"rknn_model_zoo v2.3.2, 20.9 FPS ({REF} §4.4)"),
     Published("yolov5s 640 int8, RKNN SDK 1.5, 1 core", "yolov5s", "int8", 1, 1000, "rknn", 18.84,
               f"jas-hacks 2023, single-core instance ({REF} §4.4)"),
     Published("yolov5s 640 int8, RKNN SDK 1.5, 3 cores", "yolov5s", "int8", 3, 1000, "rknn", 9.86,
