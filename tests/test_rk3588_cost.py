@@ -56,6 +56,9 @@ def test_clock_cores_driver_directions():
     est = {k: C.estimate_graph(g, "int8", p).latency_ms for k, p in {
         "1g": C.CostParams(), "200m": C.CostParams(clock_mhz=200), "3c": C.CostParams(cores=3),
         "rocket": C.CostParams(driver="rocket"), "slow_ddr": C.CostParams(ddr_gbps=6.4)}.items()}
+    y = T.load_timing_model("yolov5n")  # has CPU fallbacks (Resize)
+    big, little = (C.estimate_graph(y, "int8", C.CostParams(cpu_core=k)).cpu_ms for k in ("a76", "a55"))
+    assert little > big
     assert est["200m"] > est["1g"] * 2  # MACs and the memory port both scale with the clock
     assert est["3c"] < est["1g"]
     assert est["rocket"] > est["1g"]  # one hardware submit + IRQ per task
@@ -78,7 +81,7 @@ def test_constants_are_documented():
 
 
 def test_bad_params_are_typed_errors():
-    for kw in ({"cores": 4}, {"driver": "blob"}, {"clock_mhz": 0}):
+    for kw in ({"cores": 4}, {"driver": "blob"}, {"clock_mhz": 0}, {"cpu_core": "x1"}):
         with pytest.raises(CompileError):
             C.CostParams(**kw)
     with pytest.raises(CompileError):
