@@ -14,8 +14,8 @@ The mechanism (every constant is a row of :data:`CONSTANTS` with its source; doc
   The atomics are those of the matmul API's native B layout: int8 (N/32, K/32, 32, 32) and fp16
   (N/16, K/32, 16, 32) -- 32 input channels x 32 int8 (16 fp16) kernels = the 1024 int8 / 512 fp16 MACs per
   cycle per core. Channel counts are rounded up to the atomics (first layers with 3 channels waste 29/32 of the
-  array). Depthwise: each kernel sees only its own channel, so a cycle does one input atomic of channels
-  (32 MACs) per kernel position.
+  array). Depthwise: each kernel sees only its own channel, so a cycle does one 16-channel feature atom
+  (16 int8 MACs) per kernel tap.
 * **DPU**: outputs leave the accumulator through the DPU (NVDLA SDP): 16 elements per cycle through BS/BN, 4 per
   cycle when the EW stage is used (fused Add, LUT activations) -- NVDLA nv_full throughputs. PPU pooling (NVDLA
   PDP) reads 8 elements per cycle.
@@ -27,12 +27,13 @@ The mechanism (every constant is a row of :data:`CONSTANTS` with its source; doc
   the regcmd fetch (its words over the port).
 * **Driver**: "rknn" (vendor runtime: the tasks of a graph chained by the PC, one submit per NPU segment) or
   "rocket" (Linux accel/rocket + Mesa: every task its own hardware submit, IRQ and threaded resubmit, ~22.5 us).
-* **Cores**: with the vendor runtime's core mask 0_1_2, a conv's work is split over the cores; MACs and DPU
-  scale, the shared DDR does not. The rocket driver picks cores itself and fences serialize the jobs of one
-  graph (schedule.py), so it is modelled on one core unless the compiled schedule shows independent jobs.
-* **CPU**: Cortex-A76 at 2.4 GHz (RK3588's big cores): GEMM-like ops at the NEON rate (int8 SDOT 32 MAC/cycle,
-  fp32 8 MAC/cycle) times an attained fraction, element-wise / data movement at a memory rate, plus a per-op
-  dispatch cost; NPU<->CPU boundary conversions are CPU data movement plus a cache sync.
+* **Cores**: with the vendor runtime's core mask 0_1_2, a conv's work is split over the cores when that is faster;
+  MACs and DPU scale, the shared DDR does not. The rocket driver picks cores itself and fences serialize the jobs
+  of one graph (schedule.py), so it is modelled on one core.
+* **CPU**: Cortex-A76 at 2.4 GHz (RK3588's big cores; ``cpu_core="a55"``: the 1.8 GHz little cores): GEMM-like
+  ops at the NEON rate (A76: int8 SDOT 32 MAC/cycle, fp32 8 MAC/cycle) times an attained fraction, element-wise
+  and data movement at a memory rate, plus a per-op dispatch cost; NPU<->CPU boundary conversions are CPU data
+  movement plus a cache sync.
 """
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ CONSTANTS: dict[str, Constant] = {
                          f"(N/16, K/32, 16, 32) ({REF} §4.2)", "R"),
     "atomic_k_int8": Constant(32, "kernels/cycle", f"rknn_matmul_api int8 B layout ({REF} §4.2)", "R"),
     "atomic_k_fp16": Constant(16, "kernels/cycle", f"rknn_matmul_api fp16 B layout ({REF} §4.2)", "R"),
-    "dw_lanes_int8": Constant(32, "channels/cycle", "depthwise: one input atomic (atomic_c) per kernel position",
+    "dw_lanes_int8": Constant(16, "channels/cycle", "depthwise: one 16-channel feature atom per kernel tap and cycle "
+                              "(rkt_ml.h FEATURE_ATOMIC_SIZE 16, NC1HWC2 C2=16; each kernel sees only its channel)",
                               "I"),
-    "dw_lanes_fp16": Constant(16, "channels/cycle", "depthwise fp16: half the int8 lanes (512/1024 MACs)", "I"),
+    "dw_lanes_fp16": Constant(8, "channels/cycle", "depthwise fp16: one 16-byte atom = 8 fp16 channels", "I"),
     "dpu_bs_throughput": Constant(16, "elements/cycle", f"{NVDLA}: NVDLA_SDP_BS_THROUGHPUT 16", "R"),
     "dpu_ew_throughput": Constant(4, "elements/cycle", f"{NVDLA}: NVDLA_SDP_EW_THROUGHPUT 4 (EW ALU, LUT)", "R"),
     "ppu_throughput": Constant(8, "elements/cycle", f"{NVDLA}: NVDLA_PDP_THROUGHPUT 8", "R"),
@@ -92,6 +94,11 @@ CONSTANTS: dict[str, Constant] = {
                                         "(Arm Cortex-A76 Software Optimization Guide)", "R"),
     "cpu_fp32_macs_per_cycle": Constant(8, "MAC/cycle", "A76: 2 x 128-bit FMA pipes x 4 fp32 lanes (same guide)",
                                         "R"),
+    "a55_clock_mhz": Constant(1800, "MHz", "RK3588 Cortex-A55 cores at up to 1.8 GHz (Rockchip RK3588 datasheet)",
+                              "3P"),
+    "a55_int8_macs_per_cycle": Constant(16, "MAC/cycle", "A55: NEON datapath 2 x 64 bits, SDOT = 8 int8 MACs per "
+                                        "pipe (Arm Cortex-A55 Software Optimization Guide)", "R"),
+    "a55_fp32_macs_per_cycle": Constant(4, "MAC/cycle", "A55: 2 x 64-bit FMA pipes x 2 fp32 lanes (same guide)", "R"),
     "cpu_gemm_efficiency": Constant(0.5, "fraction", "attained/peak of a tuned NEON GEMM at batch 1 [I]", "I"),
     "cpu_mem_gbps": Constant(8.0, "GB/s", "one A76 core streaming (load+store) from DDR [I]", "I"),
     "cpu_elementwise_cycles": Constant(1.0, "cycles/element", "transcendental/requant per element, NEON [I]", "I"),
@@ -113,12 +120,15 @@ class CostParams:
     driver: str = "rknn"  # "rknn" | "rocket"
     ddr_gbps: float = _c("ddr_gbps")
     cpu_threads: int = 1
+    cpu_core: str = "a76"  # the fallback runs on a big (Cortex-A76) or a little (Cortex-A55) core
 
     def __post_init__(self) -> None:
         if self.driver not in ("rknn", "rocket"):
             raise CompileError(f"unknown driver {self.driver!r} (rknn or rocket)")
         if not 1 <= self.cores <= 3:
             raise CompileError(f"the RK3588 NPU has 3 cores, asked for {self.cores}")
+        if self.cpu_core not in ("a76", "a55"):
+            raise CompileError(f"unknown CPU core {self.cpu_core!r} (a76 or a55)")
         if not (self.clock_mhz > 0 and self.ddr_gbps > 0 and self.cpu_threads >= 1):
             raise CompileError("clock, DDR bandwidth and CPU threads must be positive")
 
@@ -251,24 +261,34 @@ def _task_seconds(w: TaskWork, p: CostParams, cores: int) -> dict[str, float]:
             "overhead": (_c("mem_latency_cycles") / hz + w.regcmd_words * _c("regcmd_bytes_per_word") / port) * 1e6}
 
 
-def npu_op_cost(works: list[TaskWork], p: CostParams, splittable: bool = True) -> tuple[float, dict[str, float], str]:
-    """Latency (us), breakdown and bound of an NPU op made of ``works`` tasks."""
-    cores = p.cores if (splittable and p.driver == "rknn") else 1
+def _op_on_cores(works: list[TaskWork], p: CostParams, cores: int) -> tuple[float, dict[str, float]]:
     total = 0.0
     agg = {"mac": 0.0, "dpu": 0.0, "dma": 0.0, "overhead": 0.0}
+    per_task = _c("rocket_task_us") if p.driver == "rocket" else 0.0
     for w in works:
         s = _task_seconds(w, p, cores)
-        body = max(s["mac"], s["dpu"], s["dma"])
-        per_task = _c("rocket_task_us") if p.driver == "rocket" else 0.0
-        total += body + s["overhead"] + per_task
+        total += max(s["mac"], s["dpu"], s["dma"]) + s["overhead"] + per_task
         for k in ("mac", "dpu", "dma"):
             agg[k] += s[k]
         agg["overhead"] += s["overhead"] + per_task
-    if cores > 1 and works:
-        agg["overhead"] += _c("submit_us") / 4  # cross-core sync of a split op [I]: a quarter of a submit
+    if cores > 1:  # cross-core synchronisation of a split op [I]: a quarter of a submit round trip
+        agg["overhead"] += _c("submit_us") / 4
         total += _c("submit_us") / 4
-    bound = max(agg, key=agg.get) if works else "free"
-    return total, agg, bound
+    return total, agg
+
+
+def npu_op_cost(works: list[TaskWork], p: CostParams, splittable: bool = True) -> tuple[float, dict[str, float], str]:
+    """Latency (us), breakdown and bound of an NPU op made of ``works`` tasks. With the vendor runtime and several
+    cores an op is split over them only when that is faster (a tiny op is not worth the cross-core sync)."""
+    if not works:
+        return 0.0, {}, "free"
+    best = _op_on_cores(works, p, 1)
+    if splittable and p.driver == "rknn" and p.cores > 1:
+        split = _op_on_cores(works, p, p.cores)
+        if split[0] < best[0]:
+            best = split
+    total, agg = best
+    return total, agg, max(agg, key=agg.get)
 
 
 # ---------------------------------------------------------------------------------------------- CPU model
@@ -295,18 +315,20 @@ def _elems(graph: Graph, names: list[str], const: bool = False) -> int:
 
 def cpu_node_cost(graph: Graph, node: Node, dtype: str, p: CostParams) -> tuple[float, dict[str, float]]:
     """Cortex-A76 time (us) of one node: GEMM rate for MAC ops, memory + per-element rate for the rest."""
-    hz = _c("cpu_clock_mhz") * 1e6
+    little = p.cpu_core == "a55"
+    hz = _c("a55_clock_mhz" if little else "cpu_clock_mhz") * 1e6
     threads = p.cpu_threads
     macs = node_macs(graph, node)
     ins, outs = _elems(graph, node.inputs), _elems(graph, node.outputs)
     item = 1 if dtype in ("int8", "uint8") else 4  # the float fallback runs fp32 kernels
     mem_us = (ins + outs) * item / (_c("cpu_mem_gbps") * 1e9) * 1e6
     if node.op_type in GEMM_OPS or macs > 0:
-        rate = _c("cpu_int8_macs_per_cycle") if item == 1 else _c("cpu_fp32_macs_per_cycle")
+        rate = _c(("a55" if little else "cpu") + ("_int8_macs_per_cycle" if item == 1 else "_fp32_macs_per_cycle"))
         comp_us = macs / (rate * _c("cpu_gemm_efficiency") * hz * threads) * 1e6
     else:
         per = _c("cpu_elementwise_cycles") * (4 if node.op_type in TRANSCENDENTAL else 1)
-        comp_us = max(ins, outs) * per / (hz * threads * (4 if item == 4 else 16)) * 1e6  # NEON lanes
+        lanes = (4 if item == 4 else 16) // (2 if little else 1)  # 128-bit NEON (A55: 64-bit datapath)
+        comp_us = max(ins, outs) * per / (hz * threads * lanes) * 1e6
     disp = _c("cpu_op_us")
     return max(comp_us, mem_us) + disp, {"cpu": max(comp_us, mem_us), "overhead": disp}
 
