@@ -13,7 +13,7 @@ from opennpu.quant.fixedpoint import Rounding
 KernelFlavor = Literal["optimized", "reference"]
 Padding = str | tuple[int, int, int, int]
 
-DTYPE_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+DTYPE_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int32": (-(1 << 31), (1 << 31) - 1)}
 
 
 def gemm_rounding(kernel: KernelFlavor) -> Rounding:
