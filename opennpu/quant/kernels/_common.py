@@ -16,6 +16,41 @@ Padding = str | tuple[int, int, int, int]
 DTYPE_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int32": (-(1 << 31), (1 << 31) - 1)}
 
 
+F32_EXACT = 1 << 24  # every integer of magnitude <= 2^24 is a float32
+
+
+def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of integer-valued arrays (M, K) x (K, N), exact, as int64, through float BLAS.
+
+    float32 GEMM is exact when every partial sum is an integer of magnitude <= 2^24 (FMA rounds nothing
+    then), whatever order BLAS sums in: with ``p = max|a| * max|b|``, chunks of K <= 2^24 / p products
+    qualify (int8 x int8: 1024; (x - zp) * w with a uint8-range x: 514). Chunk results are added in int64.
+    float64 (exact below 2^53) takes over when single products are too large for float32.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    k = a.shape[-1]
+    if a.size == 0 or b.size == 0:
+        return np.zeros(a.shape[:-1] + b.shape[-1:], np.int64)
+    p = int(np.abs(a).max()) * int(np.abs(b).max())
+    if p == 0:
+        return np.zeros(a.shape[:-1] + b.shape[-1:], np.int64)
+    chunk = F32_EXACT // p
+    if chunk >= min(k, 64):
+        dt = np.float32
+    else:
+        if p * k >= 1 << 53:
+            raise OverflowError(f"exact_int_matmul: |products| up to {p} over K={k} exceed float64's exact range")
+        dt, chunk = np.float64, k
+    a = a.astype(dt, copy=False)
+    b = b.astype(dt, copy=False)
+    if k <= chunk:
+        return (a @ b).astype(np.int64)
+    out = np.zeros(a.shape[:-1] + b.shape[-1:], np.int64)
+    for k0 in range(0, k, chunk):
+        out += (a[..., k0:k0 + chunk] @ b[k0:k0 + chunk]).astype(np.int64)
+    return out
+
 def gemm_rounding(kernel: KernelFlavor) -> Rounding:
     """Requantization rounding of GEMM-based ops (conv, FC): ruy's x86 SIMD kernels vs gemmlowp."""
     if kernel == "optimized":

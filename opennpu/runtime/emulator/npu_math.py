@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from opennpu.quant.kernels._common import exact_int_matmul
+
 RoundMode = Literal["half_up", "half_away", "half_even", "floor", "trunc"]
 ROUND_MODES: tuple[str, ...] = ("half_up", "half_away", "half_even", "floor", "trunc")
 
@@ -118,32 +120,35 @@ def pad_input(x, pad_top: int, pad_left: int, out_h: int, out_w: int, kh: int, k
     return out
 
 
-def _windows(xp: np.ndarray, kh: int, kw: int, sy: int, sx: int, oh: int, ow: int) -> np.ndarray:
-    """(C, Hn, Wn) -> read-only view (C, oh, ow, kh, kw)."""
-    s = xp.strides
-    return np.lib.stride_tricks.as_strided(
-        xp, shape=(xp.shape[0], oh, ow, kh, kw), strides=(s[0], s[1] * sy, s[2] * sx, s[1], s[2]),
-        writeable=False)
-
-
 def conv_mac(xp, w, sy: int, sx: int, out_h: int, out_w: int, depthwise: bool) -> np.ndarray:
     """MAC array: exact ``sum(x * w)`` over each window of the padded input ``xp`` (C, Hn, Wn).
 
-    ``w`` is (K, C, KH, KW) (depthwise: (C, 1, KH, KW)), already including any weight offset. Products are
-    summed in float64 through BLAS; every partial sum is an integer below 2**53 (|x*w| < 2**16 and at most
-    2**19 weight bytes per kernel, CNA_WEIGHT_SIZE1 is 19 bits), so the result is exact. The sum is then
+    ``w`` is (K, C, KH, KW) (depthwise: (C, 1, KH, KW)), already including any weight offset. Dense convs are
+    one exact integer GEMM (quant.kernels._common.exact_int_matmul: float32 BLAS in K-chunks whose partial sums
+    stay below 2^24); depthwise convs add their KH*KW taps as whole-map products in int64. The sum is then
     saturated to the 34-bit accumulator. Returns int64 (K, out_h, out_w).
     """
-    xp = np.ascontiguousarray(xp, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
-    k, _, kh, kw = w.shape
-    win = _windows(xp, kh, kw, sy, sx, out_h, out_w)
+    xp = np.asarray(xp)
+    w = np.asarray(w)
+    k, c, kh, kw = w.shape
     if depthwise:
-        acc = np.einsum("cyxhw,chw->cyx", win, w[:, 0], optimize=True)
+        xp = xp.astype(np.int64, copy=False)
+        acc = np.zeros((k, out_h, out_w), np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                tap = xp[:k, i:i + (out_h - 1) * sy + 1:sy, j:j + (out_w - 1) * sx + 1:sx]
+                acc += w[:, 0, i, j].astype(np.int64)[:, None, None] * tap
     else:
-        cols = win.transpose(1, 2, 0, 3, 4).reshape(out_h * out_w, -1)
-        acc = (cols @ w.reshape(k, -1).T).T.reshape(k, out_h, out_w)
-    return saturate(np.rint(acc).astype(np.int64), ACC_BITS_INT8)
+        if kh == kw == sy == sx == 1:
+            cols = xp[:, :out_h, :out_w].reshape(c, out_h * out_w)
+        else:  # im2col rows ordered (c, i, j) like w.reshape(k, -1)
+            s = xp.strides
+            win = np.lib.stride_tricks.as_strided(
+                xp, shape=(c, kh, kw, out_h, out_w), strides=(s[0], s[1], s[2], s[1] * sy, s[2] * sx),
+                writeable=False)
+            cols = win.reshape(c * kh * kw, out_h * out_w)
+        acc = exact_int_matmul(w.reshape(k, -1), cols).reshape(k, out_h, out_w)
+    return saturate(acc, ACC_BITS_INT8)
 
 
 def clip_truncate(acc, bits: int, mode: RoundMode) -> np.ndarray:
