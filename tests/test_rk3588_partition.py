@@ -137,8 +137,12 @@ def test_channel_limits():
 
 
 def test_cbuf_limit():
-    r = _cpu_reason(_conv_graph((1, 512, 4, 2000), 1, 3))
-    assert "CBUF banks" in r and "2000-wide" in r
+    # a 3-row band of a 2000-wide, 512-channel map overflows the CBUF: the planner splits it into column windows
+    p = _place(_conv_graph((1, 512, 4, 2000), 1, 3))
+    assert p.device == "npu"
+    # one kernel of 7x7x8192 int8 weights (401 KB) fits the 19-bit kernel-size field but no CBUF weight split
+    r = _cpu_reason(_conv_graph((1, 8192, 8, 8), 1, 7))
+    assert "cannot be tiled for the CBUF" in r and "CBUF weight banks" in r
 
 
 def test_grouped_conv_is_block_diagonal():

@@ -83,8 +83,9 @@ LIMITS: dict[str, FieldLimit] = dict([
         19, (1 << 19) - 1, "cpu", f"{REGS}", "R"),
     _fl("cbuf.banks", "CBUF banks", "CNA_CBUF_CON0.DATA_BANK/WEIGHT_BANK", None, 12, "cpu",
         f"{MESA}/rkt_ml.h (CBUF_BANKS=12, CBUF_BANK_SIZE=32768); rkt_task.c; {REFDOC} §1.4", "R",
-        "12 banks x 256 entries x 128 B; one band of kernel-height input rows plus one kernel's weights "
-        "must fit (row-slice tiling only; no column tiling in any source)"),
+        "12 banks x 256 entries x 128 B; the tiling planner must find a split: row slices (Mesa), output-channel "
+        "weight groups, or column windows of one output row read at the full map's line stride (ours: "
+        "CNA_DMA_CON1.LINE_STRIDE is independent of the task width; no open source uses it)"),
     _fl("ppu.kernel", "pool kernel", "PPU_POOLING_KERNEL_CFG.KERNEL_WIDTH/HEIGHT", None, 8, "cpu",
         f"{IAV} ('PPU pooling covers kernels <= 8, equal x/y strides <= 8'); {REGS}", "3P",
         "verified range on the PPU (the field is 4 bits)"),
@@ -389,18 +390,17 @@ class ConvGeom:
     notes: list[str] = field(default_factory=list)
 
 
-def cbuf_fit(g: ConvGeom, c2: int = 16) -> tuple[bool, str]:
-    """Does one kernel-height band of input rows plus one kernel's weights fit the 12 CBUF banks?
-    (rkt_task.c sizes data by rows of 128-byte entries and splits work by input row slices only.)"""
-    cin_al = -(-g.cin // c2) * c2
-    entries_per_row = -(-(g.w * cin_al) // CBUF_ENTRY_BYTES)
-    band = entries_per_row * g.kh
-    data_banks = -(-band // CBUF_BANK_ENTRIES)
-    kernel_bytes = g.kh * g.kw * (c2 * 2 if g.depthwise else -(-g.cin // 32) * 32)
-    weight_banks = -(-kernel_bytes // CBUF_BANK_BYTES) + 1  # Mesa reserves one extra weight bank
-    if data_banks + weight_banks > CBUF_BANKS:
-        return False, (f"one {g.kh}-row band of a {g.w}-wide, {g.cin}-channel input needs {data_banks} CBUF banks "
-                       f"(+{weight_banks} for weights) > {CBUF_BANKS}")
+def cbuf_fit(g: ConvGeom) -> tuple[bool, str]:
+    """Can the CBUF tiling planner (tiling.plan_conv_tiles: row slices, output-channel groups and column
+    windows) split this convolution into tasks that fit the 12 CBUF banks? (False, the planner's reason) if not."""
+    from opennpu.errors import CompileError
+
+    from .tiling import ConvGeometry, plan_conv_tiles  # tiling reads this module's LIMITS
+
+    try:
+        plan_conv_tiles(ConvGeometry(g.cin, g.h, g.w, g.cout, (g.kh, g.kw), g.stride, g.pads, (1, 1), g.depthwise))
+    except CompileError as e:
+        return False, f"cannot be tiled for the CBUF: {e}"
     return True, ""
 
 
@@ -424,7 +424,8 @@ def check_conv_geometry(op: str, g: ConvGeom) -> Placement | None:
     kbytes = g.kh * g.kw * (1 if g.depthwise else g.cin)
     if kbytes > LIMITS["conv.weight_bytes_per_kernel"].max_value:
         return _exceeds(op, "conv.weight_bytes_per_kernel", kbytes)
-    ok, why = cbuf_fit(ConvGeom(g.cin, g.h, g.w, g.cout, keff[0], keff[1], g.oh, g.ow, depthwise=g.depthwise))
+    ok, why = cbuf_fit(ConvGeom(g.cin, g.h, g.w, g.cout, keff[0], keff[1], g.oh, g.ow, g.stride, g.pads,
+                                depthwise=g.depthwise))
     if not ok:
         return _cpu(f"{op} {why}", "cbuf.banks")
     lim = LIMITS["conv.out_channels"]

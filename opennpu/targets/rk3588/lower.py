@@ -19,7 +19,8 @@ devices gets an explicit conversion record: ``to_npu`` (NCHW int8 -> NC1HWC2 at 
 lanes = zero point) or ``to_cpu`` (NC1HWC2 -> NCHW).
 
 Per conv op: requantization (arith.compute_requant_params; CLIP_TRUNCATE from the accumulator bound), the
-CBUF tile plan (tiling.plan_conv_tiles; column-window plans are not lowered yet), weights packed per
+CBUF tile plan (tiling.plan_conv_tiles: row slices, or column windows of one output row that read at the full
+map's line stride), weights packed per
 output-channel group (layout.pack_conv_weights after padding input channels to DATAIN_CHANNEL, as
 task.ConvTask does), one BS stream for all channels (tasks address their channel range). ``build_tasks``
 turns an op into ConvTasks once the memory plan gives addresses.
@@ -406,9 +407,6 @@ def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
                                            ew_zp=ew_zp if ew_zp is not None else 0)
     tg = TileGeometry(g.in_c, g.in_h, g.in_w, g.out_c, (g.kh, g.kw), g.stride, g.pads, (1, 1), g.depthwise)
     plan = plan_conv_tiles(tg)
-    if plan.column_split:
-        raise CompileError(f"rk3588 lowering of column-window tiling not implemented yet (planned: ConvTask with the "
-                           f"full map's line stride); {g.in_c}x{g.in_h}x{g.in_w} needs it")
     parts, offsets, off = [], [], 0
     for a, b in plan.groups:
         blob = _pack_group(spec.weights[a:b], g.depthwise)
@@ -665,6 +663,7 @@ def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses
     bew = low.buffers[low.views[op.ew_input]] if op.ew_input else None
     out_line = g.out_w * ATOM
     in_line = g.in_w * ATOM
+    plan_columns = op.plan.column_split
     tasks = []
     for t in op.plan.tasks:
         ic0, ic1 = t.ic_range
@@ -674,22 +673,29 @@ def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses
         if (geo.out_h, geo.out_w) != (t.n_out_rows, t.n_out_cols):
             raise CompileError(f"{op.name}: task {t.index} geometry gives {geo.out_h}x{geo.out_w} outputs, the plan "
                                f"{t.n_out_rows}x{t.n_out_cols}")
+        if t.n_out_rows > 1 and (t.out_cols[1] - t.out_cols[0]) != g.out_w:
+            # the DPU writes output lines back to back (no DST line stride register): a narrower window than
+            # the map must be one output row
+            raise CompileError(f"{op.name}: task {t.index} is a {t.n_out_rows}-row column window; the DPU has no "
+                               "output line stride")
+        out_at = t.out_rows[0] * out_line + t.out_cols[0] * ATOM
         r = op.requant
         if r.per_channel:
             r = replace(r, channel_mul=r.channel_mul[oc0:oc1])
         ew_addr = None
         if bew is not None:
-            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride + t.out_rows[0] * out_line
+            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride + out_at
         tasks.append(ConvTask(
             geometry=geo, requant=r,
             input_addr=addr[bin_.name] + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line
             + t.in_cols[0] * ATOM,
             weight_addr=wb.weights + op.group_offsets[t.group], bias_addr=wb.bs + oc0 * op.bs_record,
-            output_addr=addr[bout.name] + (oc0 // ATOM) * bout.surf_stride + t.out_rows[0] * out_line,
+            output_addr=addr[bout.name] + (oc0 // ATOM) * bout.surf_stride + out_at,
             input_surf_stride=bin_.surf_stride, output_surf_stride=bout.surf_stride,
             data_banks=t.data_banks, weight_banks=t.weight_banks, data_entries=t.data_entries,
             ew_addr=ew_addr, ew_surf_stride=bew.surf_stride if bew is not None else 0,
-            weight_reuse=t.weight_reuse, name=f"{op.name}#{t.index}"))
+            weight_reuse=t.weight_reuse, name=f"{op.name}#{t.index}",
+            in_line_stride=in_line if plan_columns else 0))
     return tasks
 
 

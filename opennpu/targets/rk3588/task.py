@@ -97,9 +97,14 @@ class ConvTask:
     precision: str = "int8"
     weight_reuse: bool = False
     name: str = ""
+    in_line_stride: int = 0  # bytes between input rows; 0: the task's own width. A column window of a wider map
+    # reads its rows at the full map's stride (CNA_DMA_CON1.LINE_STRIDE is free, in 4-byte units)
 
     def __post_init__(self) -> None:
         g = self.geometry
+        if self.in_line_stride and (self.in_line_stride % ATOM or self.in_line_stride < g.in_w * ATOM):
+            raise CompileError(f"task {self.name!r}: input line stride {self.in_line_stride} must be a multiple of 16 "
+                               f"bytes and at least one row of the task ({g.in_w * ATOM} bytes)")
         if self.precision != "int8":
             raise CompileError(f"task {self.name!r}: precision {self.precision} is not supported (int8 only)")
         for what in ("input_addr", "weight_addr", "bias_addr", "output_addr"):
@@ -136,7 +141,7 @@ class ConvTask:
 
     @property
     def input_line_stride(self) -> int:
-        return self.geometry.in_w * ATOM
+        return self.in_line_stride or self.geometry.in_w * ATOM
 
     @property
     def out_channels_aligned(self) -> int:
