@@ -308,3 +308,22 @@ def test_zoo_concats_lower_or_say_why(model):
         print(f"  {d.name}: {d.device} -- {d.lowering if d.device == 'npu' else d.reason}")
     assert all(d.reason for d in cats if d.device == "cpu")
     assert all(isinstance(low.ops[d.op], ConcatOp) for d in cats if d.device == "npu")
+
+
+def test_cost_and_report_count_the_concat_as_free():
+    from opennpu.report.collect import report_from_compiled, report_from_program, validate
+    from opennpu.targets.rk3588 import cost
+
+    n = _Net()
+    legs = [n.conv("x", "a", 16, 8), n.conv("x", "b", 32, 8)]
+    q = n.quantized([n.conv(n.concat(legs, "cat"), "d", 16, 48)])
+    c = compile_lowered(q)
+    est = {o.name: o for o in cost.estimate(c).ops}
+    assert est["cat"].placement == "npu" and est["cat"].latency_us == 0.0 and est["cat"].tasks == 0
+    for rep in (report_from_compiled(c, "concat"), report_from_program(load_program(program_to_bytes(c.program)),
+                                                                         "concat")):
+        assert validate(rep) == []
+        (op,) = [o for o in rep["ops"] if o["name"] == "cat"]
+        assert op["placement"] == "npu" and op["tasks"] == 0 and op["latency_us"] == 0.0
+    ops = {o["name"]: o for o in c.program.manifest.target_payload["ops"]}
+    assert ops["cat"]["kind"] == "concat" and ops["cat"]["group_offsets"] == [0, 1]
