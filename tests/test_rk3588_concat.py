@@ -29,21 +29,21 @@ HW = 12
 
 
 class _Net:
-    """A small float graph built conv by conv (3x3, pad 1, random weights) over one input x (1, cin, HW, HW)."""
+    """A small float graph built conv by conv (3x3, pad 1, random weights) over inputs (1, cin, hw, hw)."""
 
-    def __init__(self, cin: int = 8, seed: int = 0, inputs: tuple[str, ...] = ("x",)) -> None:
+    def __init__(self, cin: int = 8, seed: int = 0, inputs: tuple[str, ...] = ("x",), hw: int = HW) -> None:
         self.rng = np.random.default_rng(seed)
         self.g = Graph("concat")
-        self.cin = cin
+        self.cin, self.hw = cin, hw
         for name in inputs:
-            self.g.add_tensor(Tensor(name, (1, cin, HW, HW), "float32"))
+            self.g.add_tensor(Tensor(name, (1, cin, hw, hw), "float32"))
         self.g.inputs = list(inputs)
 
-    def conv(self, x: str, name: str, cout: int, cin: int) -> str:
-        w = (self.rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+    def conv(self, x: str, name: str, cout: int, cin: int, k: int = 3) -> str:
+        w = (self.rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
         b = (self.rng.standard_normal(cout) * 0.1).astype(np.float32)
         self.g.add_node("Conv", [x, self.g.add_const(name + ".w", w), self.g.add_const(name + ".b", b)], [name],
-                        {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, name=name)
+                        {"kernel_shape": [k, k], "pads": [k // 2] * 4}, name=name)
         return name
 
     def concat(self, legs: list[str], name: str) -> str:
@@ -56,7 +56,7 @@ class _Net:
         return opennpu.quantize(g, [self.feeds() for _ in range(2)], progress=False)
 
     def feeds(self) -> dict[str, np.ndarray]:
-        return {x: self.rng.standard_normal((1, self.cin, HW, HW)).astype(np.float32) for x in self.g.inputs}
+        return {x: self.rng.standard_normal((1, self.cin, self.hw, self.hw)).astype(np.float32) for x in self.g.inputs}
 
 
 def _compile_and_check(q: Graph, feeds: dict[str, np.ndarray]):
@@ -168,6 +168,22 @@ def test_short_last_leg_is_addressed():
     c, _ = _compile_and_check(q, n.feeds())
     (op,) = c.lowering.concat_ops()
     assert op.group_offsets == [0, 4]
+    _check_addressing(c)
+
+
+def test_tiled_leg_writers_address_rows_and_channel_groups():
+    """Legs whose conv is split into row tasks (input rows exceed the CBUF) and into output-channel groups
+    (weights exceed it): every task writes at base + (leg group + task group) * surface + row * line."""
+    n = _Net(cin=16, hw=112)
+    a = n.conv("x", "a", 16, 16, k=1)
+    q = n.quantized([n.concat([a, n.conv("x", "b", 32, 16, k=1)], "cat")])
+    c, _ = _compile_and_check(q, n.feeds())
+    assert len(next(o for o in c.lowering.conv_ops() if o.name == "a").plan.tasks) > 1, "a should be row-tiled"
+    _check_addressing(c)
+    n = _Net(cin=64, hw=6)
+    q = n.quantized([n.concat([n.conv("x", "a", 48, 64), n.conv("x", "b", 640, 64, k=3)], "cat")])
+    c, _ = _compile_and_check(q, n.feeds())
+    assert len(next(o for o in c.lowering.conv_ops() if o.name == "b").plan.groups) > 1, "b should be split"
     _check_addressing(c)
 
 
