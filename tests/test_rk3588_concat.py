@@ -159,6 +159,28 @@ def test_leg_also_feeds_another_conv_and_a_graph_output():
     assert spec["address"] == c.memory.address(f"act/{buf.name}") + buf.surf_stride
 
 
+def test_fused_add_leg_reading_another_leg():
+    """A leg written by a conv with a fused Add (DPU EW stage) whose second operand is another leg of the same
+    concat, read at its channel-group offset (C2f-like: cat(a, b, conv(a) + b))."""
+    n = _Net()
+    a, b = n.conv("x", "a", 16, 8), n.conv("x", "b", 16, 8)
+    n.g.add_node("Add", [n.conv(a, "m", 16, 16), b], ["r"], name="r")
+    cat = n.concat([a, b, "r"], "cat")
+    q = n.quantized([n.conv(cat, "d", 16, 48)])
+    c, _ = _compile_and_check(q, n.feeds())
+    low = c.lowering
+    (op,) = low.concat_ops()
+    assert op.group_offsets == [0, 1, 2]
+    m = next(o for o in low.conv_ops() if o.name == "m")
+    assert m.ew_input == b and m.output == "r", "the Add should be fused into m, writing leg r"
+    buf = low.buffers[low.views[cat]]
+    (t,) = [t for t in c.program.manifest.tasks if t["op"] == "m"]
+    base = c.memory.address(f"act/{buf.name}")
+    assert (t["input_addr"], t["ew_addr"], t["output_addr"]) == (base, base + buf.surf_stride,
+                                                                 base + 2 * buf.surf_stride)
+    _check_addressing(c)
+
+
 def test_short_last_leg_is_addressed():
     """64 + 18 channels (yolov8's detection head): only the last leg may end inside a channel group."""
     n = _Net()
