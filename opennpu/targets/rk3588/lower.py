@@ -224,6 +224,11 @@ class Lowering:
         return [(d.name, d.op_type, d.reason or "") for d in self.decisions if d.device == "cpu"]
 
 
+# Op kinds that may write a concat leg in place: their task builder addresses the DPU destination through
+# ``Lowering.address(op.output, ...)`` with the buffer's surface stride (build_tasks does for ConvOp).
+LEG_WRITERS: tuple[type, ...] = (ConvOp,)
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _as_map(shape: tuple[int, ...] | None) -> tuple[int, int, int] | None:
     """(C, H, W) of an NPU-representable tensor: (1, C, H, W) maps and (1, C) vectors."""
@@ -540,7 +545,7 @@ def _decide_concats(graph: Graph, dec: list[NodeDecision], ops_by_slot: dict[int
                     to_cpu) -> None:
     """Lower every Concat still on the NPU to output addressing (``_concat_plan``), or re-place it with the
     reason. Decided after the conv ops (a leg's writer must be known), in node order."""
-    writer = {op.output: op.name for op in ops_by_slot.values() if isinstance(op, ConvOp)}
+    writer = {op.output: op.name for op in ops_by_slot.values() if isinstance(op, LEG_WRITERS)}
     claimed: dict[str, str] = {}
     for i, n in enumerate(graph.nodes):
         if n.op_type != "Concat" or dec[i].device != "npu":
