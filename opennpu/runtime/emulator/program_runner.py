@@ -59,8 +59,9 @@ def _conv_spec(c: Any, what: str, buffers: dict[str, dict[str, Any]]) -> dict[st
     b = buffers.get(c["buffer"])
     if b is None:
         raise _fail(f"{what} refers to unknown buffer {str(c['buffer'])[:60]!r}")
-    if c["address"] != b["address"]:
-        raise _fail(f"{what} address differs from its buffer's")
+    offset = _int(c["address"], f"{what} address") - b["address"]  # > 0: a concat leg's channel groups
+    if offset < 0 or offset % ATOM:
+        raise _fail(f"{what} address lies before its buffer or off the 16-byte atom")
     chw = c["chw"]
     if not (isinstance(chw, list) and len(chw) == 3 and all(isinstance(v, int) and v >= 1 for v in chw)):
         raise _fail(f"{what} chw must be three positive integers")
@@ -74,7 +75,7 @@ def _conv_spec(c: Any, what: str, buffers: dict[str, dict[str, Any]]) -> dict[st
     if surf % ATOM or surf < chw[1] * chw[2] * ATOM:
         raise _fail(f"{what} surface stride {surf} is not a multiple of 16 holding one {chw[1]}x{chw[2]} surface")
     need = (-(-chw[0] // ATOM) - 1) * surf + chw[1] * chw[2] * ATOM
-    if need > b["size"]:
+    if offset + need > b["size"]:
         raise _fail(f"{what} needs {need} bytes, its buffer has {b['size']}")
     _int(c["pad_value"], f"{what} pad_value", -128, 127)
     return c

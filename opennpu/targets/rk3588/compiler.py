@@ -105,22 +105,37 @@ def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: 
 
 
 def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
+    """The segment's conv ops for the scheduler. Dependencies follow the channel groups each op reads and writes,
+    so the writers of a concat's legs (disjoint groups of one buffer) declare one BO part each
+    (``act/<buffer>#g<first group>``) and run unordered; a reader depends on the writers of what it reads."""
     convs = [low.ops[n] for n in seg.ops if isinstance(low.ops[n], LW.ConvOp)]
-    producer = {low.views[o.output]: o.name for o in convs}
+    writes = {o.name: low.region(o.output) for o in convs}
+
+    def bo(region: tuple[str, int, int]) -> str:
+        whole = region[1] == 0 and region[2] >= low.buffers[region[0]].groups
+        return f"act/{region[0]}" if whole else f"act/{region[0]}#g{region[1]}"
+
     out = []
     for op in convs:
-        reads = [low.views[op.input]] + ([low.views[op.ew_input]] if op.ew_input else [])
-        deps = tuple(dict.fromkeys(producer[b] for b in reads if b in producer and producer[b] != op.name))
-        ext = tuple(f"act/{b}" for b in reads if b not in producer)
-        out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), deps,
-                                          output_bo=f"act/{low.views[op.output]}", input_bos=ext))
+        deps: list[str] = []
+        ext: list[str] = []
+        for t in [op.input] + ([op.ew_input] if op.ew_input else []):
+            b, g0, g1 = low.region(t)
+            hit = [w for w, (wb, w0, w1) in writes.items() if wb == b and w0 < g1 and g0 < w1 and w != op.name]
+            deps += hit
+            covered = sum(min(g1, writes[w][2]) - max(g0, writes[w][1]) for w in hit)
+            if covered < g1 - g0:  # (part of) it was written before this segment
+                ext.append(f"act/{b}")
+        out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), tuple(dict.fromkeys(deps)),
+                                          output_bo=bo(writes[op.name]), input_bos=tuple(dict.fromkeys(ext))))
     return out
 
 
 def _spec_json(c: LW.Conversion, low: LW.Lowering, addr: int) -> dict[str, Any]:
     buf = low.buffers[c.buffer]
     chw = LW._as_map(c.shape)
-    return {"tensor": c.tensor, "buffer": f"act/{buf.name}", "address": addr, "shape": list(c.shape),
+    return {"tensor": c.tensor, "buffer": f"act/{buf.name}", "address": addr + c.group_offset * buf.surf_stride,
+            "shape": list(c.shape),
             "dtype": c.dtype, "chw": list(chw), "surf_stride": buf.surf_stride, "pad_value": c.pad_value}
 
 
@@ -255,7 +270,9 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
                  **({"ew_input": o.ew_input, "macs": o.macs, "tasks": len(o.plan.tasks), "tiling": o.plan.mode,
                      "weight_groups": [list(g) for g in o.plan.groups], "truncate_bits": o.requant.truncate_bits,
                      "per_channel": o.requant.per_channel, "fused_add": o.ew_input is not None}
-                    if isinstance(o, LW.ConvOp) else {})} for o in low.ops.values()],
+                    if isinstance(o, LW.ConvOp) else {}),
+                 **({"legs": o.legs, "group_offsets": o.group_offsets, "copied": o.copied}
+                    if isinstance(o, LW.ConcatOp) else {})} for o in low.ops.values()],
         "stats": stats,
     }
     for k, v in blobs.items():

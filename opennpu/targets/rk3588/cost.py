@@ -452,7 +452,7 @@ def estimate(compiled: Any, params: CostParams | None = None) -> PerfEstimate:
             works = conv_task_work(op.plan, "int8", ew_stage=ew, fused_ew_operand=ew)
             lat, bd, bound = npu_op_cost(works, p)
             cost_of[op.name] = (lat, bd, bound, len(works), sum(w.bytes_moved for w in works))
-        elif isinstance(op, LW.AliasOp):
+        elif isinstance(op, (LW.AliasOp, LW.ConcatOp)):  # views / output addressing: no task
             cost_of[op.name] = (0.0, {}, "free", 0, 0)
         else:  # other lowered kinds (pooling, element-wise carriers...): one DPU/PPU pass over their tensors
             node = g.nodes[op.nodes[-1]]

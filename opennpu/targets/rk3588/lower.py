@@ -9,7 +9,12 @@ decides, node by node, what this slice of the backend really lowers:
   fused clamp (ReLU/ReLU6 via the DPU ReLU/ReLUx) and, when an Add consumes its only output, that Add fused
   into the DPU EW stage;
 * **alias** ops: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout whose NC1HWC2 bytes do not change (the
-  output is a view of the input buffer).
+  output is a view of the input buffer);
+* **concat** ops: a channel-axis Concat lowered to output addressing (no task): the output is one NC1HWC2
+  buffer and every leg is a view of it at the leg's first channel group (``Lowering.offsets``); the conv op
+  producing a leg writes it in place (DPU destination = buffer base + first group * surface stride, the
+  buffer's line/surface strides), and a leg produced on the CPU is written into its slice by its to_npu
+  conversion. See ``_decide_concats`` for when a Concat stays on the CPU instead (each with its reason).
 
 Every other node the partitioner put on the NPU is re-placed on the CPU with the reason
 ``rk3588 lowering of <op> not implemented yet (planned: <unit>)``, and any CompileError raised while
@@ -27,7 +32,8 @@ turns an op into ConvTasks once the memory plan gives addresses.
 
 Feature buffers: NC1HWC2 int8, line stride W*16, surface stride ``W*16*max(H, 4)`` when the map has more than
 one channel group (the CNA_DMA_CON2 encoding needs >= 4 lines, task.min_input_surface_stride) and ``H*W*16``
-otherwise; a buffer shared by alias views takes the largest stride any view needs.
+otherwise; a buffer shared by alias views takes the largest stride any view needs. A concat buffer lives from
+its first leg's write to its last reader (any leg view or the whole output), so the lifetimes cover every leg.
 """
 
 from __future__ import annotations
@@ -138,6 +144,26 @@ class AliasOp:
 
 
 @dataclass
+class ConcatOp:
+    """A channel-axis Concat lowered to output addressing: no task, its legs live at their channel groups of the
+    output's buffer (written in place by their NPU producers, or by their to_npu conversion when ``copied``)."""
+
+    name: str
+    nodes: list[int]
+    legs: list[str]
+    output: str
+    group_offsets: list[int]  # first channel group of each leg in the output buffer
+    copied: list[str] = field(default_factory=list)  # legs produced on the CPU: written by their to_npu conversion
+    segment: int = -1
+    step: int = -1
+    kind: str = "concat"
+
+    @property
+    def input(self) -> str:  # the first leg (the payload's "input"; all legs are in ``legs``)
+        return self.legs[0]
+
+
+@dataclass
 class Conversion:
     tensor: str
     buffer: str
@@ -145,6 +171,7 @@ class Conversion:
     shape: tuple[int, ...]  # the NCHW (or (1, C)) tensor shape on the CPU side
     dtype: str
     pad_value: int = 0  # padded channel lanes (to_npu)
+    group_offset: int = 0  # first channel group of the tensor in its buffer (a concat leg)
 
 
 @dataclass
@@ -164,23 +191,43 @@ class LoweredSegment:
 class Lowering:
     graph: Graph
     decisions: list[NodeDecision]
-    ops: dict[str, ConvOp | AliasOp]  # in execution order
+    ops: dict[str, ConvOp | AliasOp | ConcatOp]  # in execution order
     segments: list[LoweredSegment]
     buffers: dict[str, FeatureBuffer]
     views: dict[str, str]  # NPU tensor name -> buffer name
     total_macs: int
     npu_macs: int
     notes: list[str] = field(default_factory=list)
+    offsets: dict[str, int] = field(default_factory=dict)  # tensor -> its first channel group in its buffer (legs)
 
     @property
     def npu_mac_fraction(self) -> float:
         return self.npu_macs / self.total_macs if self.total_macs else 0.0
+
+    def address(self, tensor: str, addr: dict[str, int]) -> int:
+        """Address of a tensor's first channel group (``addr``: buffer name -> address)."""
+        buf = self.buffers[self.views[tensor]]
+        return addr[buf.name] + self.offsets.get(tensor, 0) * buf.surf_stride
+
+    def region(self, tensor: str) -> tuple[str, int, int]:
+        """(buffer, first channel group, end channel group) a tensor occupies."""
+        c = (_as_map(self.graph.tensor(tensor).shape) or (0, 0, 0))[0]
+        g0 = self.offsets.get(tensor, 0)
+        return self.views[tensor], g0, g0 + -(-c // ATOM)
+
+    def concat_ops(self) -> list[ConcatOp]:
+        return [o for o in self.ops.values() if isinstance(o, ConcatOp)]
 
     def conv_ops(self) -> list[ConvOp]:
         return [o for o in self.ops.values() if isinstance(o, ConvOp)]
 
     def cpu_reasons(self) -> list[tuple[str, str, str]]:
         return [(d.name, d.op_type, d.reason or "") for d in self.decisions if d.device == "cpu"]
+
+
+# Op kinds that may write a concat leg in place: their task builder addresses the DPU destination through
+# ``Lowering.address(op.output, ...)`` with the buffer's surface stride (build_tasks does for ConvOp).
+LEG_WRITERS: tuple[type, ...] = (ConvOp,)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -419,6 +466,106 @@ def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
                   _bs_stream(spec.weights, spec.bias, requant, g.depthwise), macs)
 
 
+def _concat_plan(graph: Graph, i: int, node: Node, writer: dict[str, str], npu_made: dict[str, str],
+                 claimed: dict[str, str], npu_users: bool) -> ConcatOp:
+    """The addressing of one Concat the partitioner put on the NPU, or CompileError with the reason it stays on
+    the CPU. ``writer``: tensor -> conv op writing it (its DPU output); ``npu_made``: tensors produced by NPU
+    nodes (-> "<op type> '<node>'"); ``claimed``: legs already placed in another concat's buffer;
+    ``npu_users``: whether any consumer of the output is (still) on the NPU.
+
+    Rules (docs/rk3588-capabilities.md "Concat by output addressing"):
+    * channel axis of a (1, C, H, W) / (1, C) map, int8, every leg but the last a multiple of the 16-channel atom
+      (each leg must start on a channel group; a short last leg's padded lanes are the output's padded lanes);
+    * every leg quantized exactly like the output: the bytes are not touched, so the scale/zero point must be one.
+      (A producer's OUT_CVT could requantize straight into the output's scale, but that rounds once where the
+      integer semantics -- TFLite CONCATENATION after the producer -- round twice, so the result would differ
+      from the reference; the quantizer already shares one set of parameters between a Concat's legs and output,
+      so this only rejects hand-made graphs);
+    * no fused clamp narrower than int8 (nothing would apply it);
+    * a leg produced on the NPU must be the output of a conv op (the only op whose DPU destination is addressed
+      at an offset so far); views and other concats are not nested;
+    * a tensor has one address: a leg listed twice, or already a leg of another concat, keeps this one on the CPU;
+    * legs produced on the CPU (or graph inputs) are copied into their slice by their to_npu conversion -- only
+      when at least one leg is written in place and the output has an NPU consumer; otherwise the CPU
+      concatenates with fewer boundary conversions.
+    """
+    y = node.outputs[0]
+    ymap = _as_map(graph.tensor(y).shape)
+    rank = len(graph.tensor(y).shape or ())
+    axis = int(node.attrs.get("axis", 1)) % max(rank, 1)
+    if ymap is None or axis != 1:
+        raise CompileError(f"Concat on axis {axis} of {graph.tensor(y).shape} is not a channel concat of a map")
+    _int8_act(graph, y, "output", "Concat")
+    s_out, z_out = _act_q(graph, y)
+    if clip_range(node.attrs.get("clip"), s_out, z_out) != (-128, 127):
+        raise CompileError("Concat with a fused clamp is not pure addressing (nothing would apply the clamp)")
+    legs = [t for t in node.inputs if t]
+    offsets, copied, start, in_place = [], [], 0, 0
+    for k, leg in enumerate(legs):
+        m = _as_map(graph.tensor(leg).shape)
+        if m is None or m[1:] != ymap[1:]:
+            raise CompileError(f"Concat leg {k} {leg!r} of shape {graph.tensor(leg).shape} is not a "
+                               f"{ymap[1]}x{ymap[2]} map")
+        if start % ATOM:
+            raise CompileError(f"Concat leg {k} {leg!r} starts at channel {start}, not a multiple of {ATOM} (each "
+                               "leg must start on an NC1HWC2 channel group)")
+        _int8_act(graph, leg, "input", "Concat")
+        s, z = _act_q(graph, leg)
+        if (s, z) != (s_out, z_out):
+            raise CompileError(f"Concat leg {k} {leg!r} is quantized (scale {s:.6g}, zero point {z}), the output "
+                               f"(scale {s_out:.6g}, zero point {z_out}): addressing needs one quantization "
+                               "(requantizing in the producer's OUT_CVT would round once where the integer "
+                               "semantics round twice)")
+        if legs.index(leg) != k:
+            raise CompileError(f"Concat leg {leg!r} is listed twice (a tensor has one address)")
+        if leg in claimed:
+            raise CompileError(f"Concat leg {k} {leg!r} already lives in the buffer of concat {claimed[leg]!r} "
+                               "(a tensor has one address; a copy is not lowered yet)")
+        if leg in writer:
+            in_place += 1
+        elif leg in npu_made:
+            raise CompileError(f"Concat leg {k} {leg!r} is produced on the NPU by {npu_made[leg]}, which is not a "
+                               "conv op writing its own DPU output (only conv ops are addressed at a channel-group "
+                               "offset so far; views and nested concats are not)")
+        else:
+            copied.append(leg)
+        offsets.append(start // ATOM)
+        start += m[0]
+    if copied and (not in_place or not npu_users):
+        why = "no leg is written by an NPU op" if not in_place else "every consumer of the output is on the CPU"
+        raise CompileError(f"Concat legs {copied} come from the CPU and {why}: concatenating on the CPU "
+                           "needs fewer boundary conversions")
+    return ConcatOp(node.name or y, [i], legs, y, offsets, copied)
+
+
+def _decide_concats(graph: Graph, dec: list[NodeDecision], ops_by_slot: dict[int, ConvOp | AliasOp | ConcatOp],
+                    consumers: dict[str, list[Node]], index_of: dict[int, int],
+                    to_cpu) -> None:
+    """Lower every Concat still on the NPU to output addressing (``_concat_plan``), or re-place it with the
+    reason. Decided after the conv ops (a leg's writer must be known), in node order."""
+    writer = {op.output: op.name for op in ops_by_slot.values() if isinstance(op, LEG_WRITERS)}
+    claimed: dict[str, str] = {}
+    for i, n in enumerate(graph.nodes):
+        if n.op_type != "Concat" or dec[i].device != "npu":
+            continue
+        npu_made = {o: f"{m.op_type} {dec[j].name!r}" for j, m in enumerate(graph.nodes) if dec[j].device == "npu"
+                    for o in m.outputs if o}
+        npu_users = any(dec[index_of[id(u)]].device == "npu" for u in consumers.get(n.outputs[0], []))
+        try:
+            op = _concat_plan(graph, i, n, writer, npu_made, claimed, npu_users)
+        except OpenNPUError as e:
+            to_cpu(i, str(e))
+            continue
+        for leg in op.legs:
+            claimed[leg] = op.name
+        dec[i].op = op.name
+        where = ", ".join(f"{leg!r} at group {g}" for leg, g in zip(op.legs, op.group_offsets, strict=True))
+        dec[i].lowering = ("output addressing, no task: legs written in place in one NC1HWC2 buffer (" + where + ")"
+                           + (f"; {op.copied} written into their slices by their to_npu conversion"
+                              if op.copied else ""))
+        ops_by_slot[i] = op
+
+
 def segment_io(graph: Graph, members_list: list[int], consumers: dict[str, list[Node]] | None = None,
                index_of: dict[int, int] | None = None) -> tuple[list[str], list[str]]:
     """(inputs, outputs) of a run of nodes: activations read from outside; tensors it produces that nodes
@@ -482,8 +629,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                     raise CompileError(_not_yet(f"{n.op_type} {graph.tensor(n.inputs[0]).shape} -> "
                                                 f"{graph.tensor(n.outputs[0]).shape}", "layout"))
                 aliases.add(i)
-            elif n.op_type == "Add":
-                pass  # decided in step 2
+            elif n.op_type in ("Add", "Concat"):
+                pass  # decided in step 2 (Add) and 3b (Concat)
             else:
                 raise CompileError(_not_yet(n.op_type, dec[i].unit))
         except OpenNPUError as e:
@@ -519,7 +666,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             to_cpu(i, reason)
 
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
-    ops_by_slot: dict[int, ConvOp | AliasOp] = {}
+    ops_by_slot: dict[int, ConvOp | AliasOp | ConcatOp] = {}
     for i, s in list(specs.items()):
         name = nodes[i].name or nodes[i].outputs[0]
         macs = sum(dec[j].macs for j in [i, *s.absorbed])
@@ -546,6 +693,9 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             elif j in s.absorbed:
                 dec[j].lowering = f"absorbed by {name!r} (a {op.geometry.kh}x{op.geometry.kw} conv over the map)"
         ops_by_slot[op.nodes[-1]] = op
+
+    # 3b. concats: output addressing once the conv ops (the legs' writers) are known
+    _decide_concats(graph, dec, ops_by_slot, consumers, index_of, to_cpu)
 
     # 4. aliases: no MACs, so they follow their input (a CPU-produced input keeps the view on the CPU)
     changed = True
@@ -578,7 +728,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         segments.append(LoweredSegment(sid, dec[run[0]].device, list(run)))
         for i in run:
             seg_of[i] = sid
-    ops: dict[str, ConvOp | AliasOp] = {}
+    ops: dict[str, ConvOp | AliasOp | ConcatOp] = {}
     for seg in segments:
         if seg.device == "npu":
             for i in seg.nodes:
@@ -590,19 +740,38 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
 
     # buffers and views
     views: dict[str, str] = {}
+    offsets: dict[str, int] = {}
     buffers: dict[str, FeatureBuffer] = {}
+    touched: set[str] = set()  # buffers written so far (their lifetime has started)
+    leg_of = {leg: (op.output, g) for op in ops.values() if isinstance(op, ConcatOp)
+              for leg, g in zip(op.legs, op.group_offsets, strict=True)}
 
-    def buffer_for(tensor: str) -> FeatureBuffer:
-        if tensor in views:
-            return buffers[views[tensor]]
+    def new_buffer(tensor: str) -> FeatureBuffer:
         c, h, w = _as_map(graph.tensor(tensor).shape) or (0, 0, 0)
         if not c:
             raise CompileError(f"tensor {tensor!r} of shape {graph.tensor(tensor).shape} cannot live in NPU memory")
         zp = _act_q(graph, tensor)[1] if graph.tensor(tensor).quant is not None else 0
         buf = FeatureBuffer(tensor, c, h, w, _surf_stride(c, h, w), zp)
         buffers[tensor] = buf
+        return buf
+
+    def buffer_for(tensor: str) -> FeatureBuffer:
+        if tensor in views:
+            return buffers[views[tensor]]
+        if tensor in leg_of:  # a concat leg: a view of the concat's buffer at its channel group
+            root, g = leg_of[tensor]
+            buf = buffers.get(root) or new_buffer(root)
+            views[tensor], offsets[tensor] = root, g
+            return buf
+        buf = buffers.get(tensor) or new_buffer(tensor)
         views[tensor] = tensor
         return buf
+
+    def touch(buf: FeatureBuffer, at: int) -> None:
+        if buf.name not in touched:
+            touched.add(buf.name)
+            buf.first_use = buf.last_use = at
+        buf.first_use, buf.last_use = min(buf.first_use, at), max(buf.last_use, at)
 
     step = 0
     for seg in segments:
@@ -615,23 +784,30 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         for name in seg.ops:
             op = ops[name]
             op.step = step
-            reads = [op.input] + ([op.ew_input] if isinstance(op, ConvOp) and op.ew_input else [])
+            if isinstance(op, ConcatOp):
+                reads = list(op.legs)
+            else:
+                reads = [op.input] + ([op.ew_input] if isinstance(op, ConvOp) and op.ew_input else [])
             for t in reads:
                 if t not in views:  # produced on the CPU (or a graph input): convert at the segment start
                     buf = buffer_for(t)
-                    buf.first_use, buf.host = seg.step, True
+                    touch(buf, seg.step)
+                    buf.host = True
                     seg.to_npu.append(Conversion(t, buf.name, "to_npu", tuple(graph.tensor(t).shape),
-                                                 graph.tensor(t).dtype, buf.zero_point))
-                buf = buffers[views[t]]
-                buf.last_use = max(buf.last_use, step)
+                                                 graph.tensor(t).dtype, buf.zero_point, offsets.get(t, 0)))
+                touch(buffers[views[t]], step)
             if isinstance(op, AliasOp):
                 src = buffers[views[op.input]]
                 c, h, w = _as_map(graph.tensor(op.output).shape)
                 src.surf_stride = max(src.surf_stride, _surf_stride(c, h, w))
                 views[op.output] = src.name
+                if op.input in offsets:
+                    offsets[op.output] = offsets[op.input]
             else:
                 buf = buffer_for(op.output)
-                buf.producer, buf.first_use, buf.last_use = name, step, step
+                if buf.producer is None and isinstance(op, ConvOp):
+                    buf.producer = name
+                touch(buf, step)
             step += 1
         # NPU tensors (or views) read by later CPU nodes or graph outputs: convert back at the segment end
         for name in seg.ops:
@@ -639,14 +815,15 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             users = [index_of[id(u)] for u in consumers.get(t, [])]
             if t in graph.outputs or any(dec[u].device == "cpu" for u in users):
                 buf = buffers[views[t]]
-                buf.last_use, buf.host = max(buf.last_use, step), True
+                touch(buf, step)
+                buf.host = True
                 seg.to_cpu.append(Conversion(t, buf.name, "to_cpu", tuple(graph.tensor(t).shape),
-                                             graph.tensor(t).dtype, buf.zero_point))
+                                             graph.tensor(t).dtype, buf.zero_point, offsets.get(t, 0)))
         step += 1
     # a buffer aliased by views keeps its producer's lifetime start; views extend its end (done above)
     total = sum(d.macs for d in dec)
     npu = sum(d.macs for d in dec if d.device == "npu")
-    return Lowering(graph, dec, ops, segments, buffers, views, total, npu)
+    return Lowering(graph, dec, ops, segments, buffers, views, total, npu, offsets=offsets)
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -684,13 +861,13 @@ def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses
             r = replace(r, channel_mul=r.channel_mul[oc0:oc1])
         ew_addr = None
         if bew is not None:
-            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride + out_at
+            ew_addr = low.address(op.ew_input, addr) + (oc0 // ATOM) * bew.surf_stride + out_at
         tasks.append(ConvTask(
             geometry=geo, requant=r,
-            input_addr=addr[bin_.name] + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line
+            input_addr=low.address(op.input, addr) + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line
             + t.in_cols[0] * ATOM,
             weight_addr=wb.weights + op.group_offsets[t.group], bias_addr=wb.bs + oc0 * op.bs_record,
-            output_addr=addr[bout.name] + (oc0 // ATOM) * bout.surf_stride + out_at,
+            output_addr=low.address(op.output, addr) + (oc0 // ATOM) * bout.surf_stride + out_at,
             input_surf_stride=bin_.surf_stride, output_surf_stride=bout.surf_stride,
             data_banks=t.data_banks, weight_banks=t.weight_banks, data_entries=t.data_entries,
             ew_addr=ew_addr, ew_surf_stride=bew.surf_stride if bew is not None else 0,
@@ -723,6 +900,6 @@ def plan(low: Lowering, regcmd_sizes: dict[str, int]) -> MemoryPlan:
     return plan_memory(memory_buffers(low, regcmd_sizes))
 
 
-__all__ = ["AliasOp", "Conversion", "ConvOp", "FeatureBuffer", "Lowering", "LoweredSegment", "NodeDecision",
+__all__ = ["AliasOp", "ConcatOp", "Conversion", "ConvOp", "FeatureBuffer", "Lowering", "LoweredSegment", "NodeDecision",
            "OpAddresses", "build_tasks", "clip_range", "lower", "memory_buffers", "plan", "segment_io", "subgraph",
            "task_cycles"]

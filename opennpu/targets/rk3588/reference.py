@@ -4,7 +4,9 @@
 segments with the integer executor (``opennpu.quant.executor.run_quantized``, TFLite int8 semantics) on the
 same subgraphs the program embeds, NPU conv ops with ``arith.conv_reference`` (the NPU's integer pipeline:
 zero-point padding, raw MAC, CLIP_TRUNCATE, BS bias/per-channel MUL/ReLU, EW add, OUT_CVT) using the very
-requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; alias ops are reshapes.
+requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; alias ops are reshapes;
+concat ops (output addressing) run their Concat node through the integer executor at IR level, on the legs'
+NCHW tensors -- nothing of the addressing (buffers, channel-group offsets, strides) is used.
 
 It shares the lowering decisions with the compiler on purpose and nothing else: tiling, packing, addresses,
 regcmd words and the emulator's register decoding are all independent of it, so
@@ -22,7 +24,7 @@ from opennpu.quant.executor import run_quantized
 from opennpu.runtime.cpu import check_feeds
 
 from . import arith
-from .lower import AliasOp, ConvOp, Lowering, subgraph
+from .lower import AliasOp, ConcatOp, ConvOp, Lowering, subgraph
 
 
 def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
@@ -39,6 +41,12 @@ def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = F
             shape = tuple(g.tensor(op.output).shape)
             if isinstance(op, AliasOp):
                 env[op.output] = env[op.input].reshape(shape)
+                continue
+            if isinstance(op, ConcatOp):
+                node = g.nodes[op.nodes[-1]]
+                legs = [t for t in node.inputs if t]
+                sub = subgraph(g, op.nodes, legs, [op.output], f"{g.name}/{op.name}")
+                env.update(run_quantized(sub, {t: env[t] for t in legs}))
                 continue
             assert isinstance(op, ConvOp)
             geo = op.geometry
