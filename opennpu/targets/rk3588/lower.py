@@ -9,7 +9,8 @@ decides, node by node, what this slice of the backend really lowers:
   fused clamp (ReLU/ReLU6 via the DPU ReLU/ReLUx) and, when an Add consumes its only output, that Add fused
   into the DPU EW stage;
 * **alias** ops: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout whose NC1HWC2 bytes do not change (the
-  output is a view of the input buffer).
+  output is a view of the input buffer);
+* **pool** ops: MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool/ReduceMean(H, W) on the PPU (pool.py).
 
 Every other node the partitioner put on the NPU is re-placed on the CPU with the reason
 ``rk3588 lowering of <op> not implemented yet (planned: <unit>)``, and any CompileError raised while
@@ -44,6 +45,7 @@ from . import arith
 from . import layout as L
 from .memory import Buffer, MemoryPlan, plan_memory
 from .partition import PartitionPlan, _schedule
+from .pool import POOL_OPS, PoolOp, lower_pool
 from .task import ATOM, ConvTask, datain_channels
 from .tiling import ConvGeometry as TileGeometry
 from .tiling import TilePlan, plan_conv_tiles
@@ -163,7 +165,7 @@ class LoweredSegment:
 class Lowering:
     graph: Graph
     decisions: list[NodeDecision]
-    ops: dict[str, ConvOp | AliasOp]  # in execution order
+    ops: dict[str, ConvOp | AliasOp | PoolOp]  # in execution order
     segments: list[LoweredSegment]
     buffers: dict[str, FeatureBuffer]
     views: dict[str, str]  # NPU tensor name -> buffer name
@@ -470,6 +472,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
     # 1. classify NPU nodes
     specs: dict[int, _ConvSpec] = {}
     aliases: set[int] = set()
+    pools: dict[int, PoolOp] = {}
     for i, n in enumerate(nodes):
         if dec[i].device != "npu":
             continue
@@ -484,6 +487,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                     raise CompileError(_not_yet(f"{n.op_type} {graph.tensor(n.inputs[0]).shape} -> "
                                                 f"{graph.tensor(n.outputs[0]).shape}", "layout"))
                 aliases.add(i)
+            elif n.op_type in POOL_OPS:
+                pools[i] = lower_pool(graph, i, n, n.name or n.outputs[0])
             elif n.op_type == "Add":
                 pass  # decided in step 2
             else:
@@ -521,7 +526,10 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             to_cpu(i, reason)
 
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
-    ops_by_slot: dict[int, ConvOp | AliasOp] = {}
+    ops_by_slot: dict[int, ConvOp | AliasOp | PoolOp] = {}
+    for i, pop in pools.items():
+        dec[i].op, dec[i].lowering = pop.name, pop.describe()
+        ops_by_slot[i] = pop
     for i, s in list(specs.items()):
         name = nodes[i].name or nodes[i].outputs[0]
         macs = sum(dec[j].macs for j in [i, *s.absorbed])
@@ -580,7 +588,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         segments.append(LoweredSegment(sid, dec[run[0]].device, list(run)))
         for i in run:
             seg_of[i] = sid
-    ops: dict[str, ConvOp | AliasOp] = {}
+    ops: dict[str, ConvOp | AliasOp | PoolOp] = {}
     for seg in segments:
         if seg.device == "npu":
             for i in seg.nodes:

@@ -4,7 +4,8 @@
 segments with the integer executor (``opennpu.quant.executor.run_quantized``, TFLite int8 semantics) on the
 same subgraphs the program embeds, NPU conv ops with ``arith.conv_reference`` (the NPU's integer pipeline:
 zero-point padding, raw MAC, CLIP_TRUNCATE, BS bias/per-channel MUL/ReLU, EW add, OUT_CVT) using the very
-requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; alias ops are reshapes.
+requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; pool ops with
+``arith.pool_reference`` (the PPU's max/min and fixed-point-reciprocal average); alias ops are reshapes.
 
 It shares the lowering decisions with the compiler on purpose and nothing else: tiling, packing, addresses,
 regcmd words and the emulator's register decoding are all independent of it, so
@@ -23,6 +24,7 @@ from opennpu.runtime.cpu import check_feeds
 
 from . import arith
 from .lower import AliasOp, ConvOp, Lowering, subgraph
+from .pool import PoolOp
 
 
 def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
@@ -39,6 +41,11 @@ def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = F
             shape = tuple(g.tensor(op.output).shape)
             if isinstance(op, AliasOp):
                 env[op.output] = env[op.input].reshape(shape)
+                continue
+            if isinstance(op, PoolOp):
+                pg = op.geometry
+                x = np.asarray(env[op.input]).reshape(1, pg.c, pg.in_h, pg.in_w)
+                env[op.output] = arith.pool_reference(x, pg).reshape(shape)
                 continue
             assert isinstance(op, ConvOp)
             geo = op.geometry
