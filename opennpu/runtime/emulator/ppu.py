@@ -88,13 +88,13 @@ def decode_pool(regs: RegisterFile, where: str = "PPU task") -> PoolJob:
     out_h = f("PPU_DATA_CUBE_OUT_HEIGHT", "CUBE_OUT_HEIGHT") + 1
     for axis, n, o, kk, s, a, b in (("width", in_w, out_w, kw, sx, pl, pr), ("height", in_h, out_h, kh, sy, pt, pb)):
         span = n + a + b
+        _require(max(a, b) < kk, f"{where}: {axis} padding {a}/{b} >= kernel {kk}: a window has no input element")
         _require((o - 1) * s + kk <= span,
                  f"{where}: {o} output {axis} positions need {(o - 1) * s + kk} padded input positions, the cube has "
                  f"{span}: the last window is never complete and the PPU waits forever (hang)")
         _require(o == (span - kk) // s + 1,
                  f"{where}: output {axis} {o} != (in {n} + pads {a}+{b} - kernel {kk}) // stride {s} + 1 "
                  "(a partial output cube is not modelled)")
-        _require(max(a, b) < kk, f"{where}: {axis} padding {a}/{b} >= kernel {kk}: a window has no input element")
     _require(method != "avg" or not any((pt, pl, pb, pr)),
              f"{where}: average pooling with padding (PADDING_VALUE_1/2_CFG semantics) is not modelled")
     line = f("PPU_RDMA_RDMA_SRC_LINE_STRIDE", "SRC_LINE_STRIDE") * ATOM

@@ -58,8 +58,8 @@ PPU_PIXELS_PER_CYCLE = 8  # NVDLA_PDP_THROUGHPUT (cost.py ppu_throughput), for t
 _METHOD_FIELD = {"avg": 0, "max": 1, "min": 2}
 
 
-def _not_yet(what: str) -> CompileError:
-    return CompileError(f"rk3588 lowering of {what} not implemented yet (planned: PPU pooling)")
+def _not_yet(what: str, planned: str = "PPU pooling") -> CompileError:
+    return CompileError(f"rk3588 lowering of {what} not implemented yet (planned: {planned})")
 
 
 # ---------------------------------------------------------------------------------------------- lowering
@@ -105,7 +105,8 @@ class PoolOp:
 def plan_pool_tiles(g: PoolGeometry, max_band_pixels: int = MAX_BAND_PIXELS) -> list[PoolTile]:
     """Full-width row bands of at most ``max_band_pixels`` output pixels and MAX_CUBE input rows."""
     if g.out_w > max_band_pixels or g.in_w > MAX_CUBE or g.c > MAX_CUBE:
-        raise _not_yet(f"a pool over a {g.c}x{g.in_h}x{g.in_w} map (rows wider than one PPU task; column tiling)")
+        raise _not_yet(f"a pool over a {g.c}x{g.in_h}x{g.in_w} map (rows wider than one PPU task)",
+                       "PPU column tiling")
     sy = g.stride[0]
     pt = g.pads[0]
     per_band = max(1, min(max_band_pixels // g.out_w, (MAX_CUBE - g.kh) // sy + 1))
@@ -158,7 +159,8 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
             if axes != [2, 3] or not int(node.attrs.get("keepdims", 1)):
                 raise _not_yet(f"ReduceMean over axes {axes} (only H, W with keepdims is a global average)")
         if max(h, w) > MAX_KERNEL:
-            raise _not_yet(f"a global {h}x{w} {op} (window > {MAX_KERNEL}; planned: several PPU stages)")
+            raise _not_yet(f"a global {h}x{w} {op} (window > {MAX_KERNEL} per side)", "several PPU stages of "
+                           "non-overlapping windows")
         method = "max" if op == "GlobalMaxPool" else "avg"
         geo = PoolGeometry(method, c, h, w, h, w, (h, w))
     else:
@@ -189,7 +191,7 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
 def lower_pool(graph: Graph, index: int, node: Node, name: str) -> PoolOp:
     """A PoolOp for node ``index`` (CompileError when the PPU cannot run it)."""
     geo = pool_geometry_of(graph, node)
-    return PoolOp(name, [index], node.inputs[0], node.outputs[0], geo, plan_pool_tiles(geo))
+    return PoolOp(name, [index], node.inputs[0], node.outputs[0], geo, plan_pool_tiles(geo, MAX_BAND_PIXELS))
 
 
 # ---------------------------------------------------------------------------------------------- tasks
