@@ -292,7 +292,7 @@ def _quantized(g: Graph, seed: int = 0, n: int = 3) -> Graph:
 
 
 @pytest.mark.parametrize("op,shape,attrs,match", [
-    ("GlobalAveragePool", (1, 16, 40, 40), {}, "several PPU stages"),
+    ("GlobalAveragePool", (1, 16, 37, 37), {}, "window 37x37 exceeds the PPU"),
     ("MaxPool", (1, 16, 9, 9), {"kernel_shape": [9, 9]}, "kernel 9x9 > 8"),
 ])
 def test_unsupported_pools_go_to_the_cpu_with_a_reason(op, shape, attrs, match):
@@ -335,6 +335,42 @@ def test_compiled_pool_program(op, shape, attrs, monkeypatch):
             tfl = max_pool2d(env[pop.input][0].transpose(1, 2, 0)[None], pool=(g.kh, g.kw), stride=g.stride,
                              padding=(pt, pb, pl, pr))
             np.testing.assert_array_equal(env[pop.output], tfl[0].transpose(2, 0, 1)[None])
+
+
+@pytest.mark.parametrize("op,shape,attrs,chain", [
+    ("GlobalAveragePool", (1, 20, 40, 40), {}, "8x8 then 5x5"),
+    ("AveragePool", (1, 24, 16, 16), {"kernel_shape": [16, 16], "strides": [16, 16]}, "8x8 then 2x2"),
+    ("ReduceMean", (1, 9, 12, 18), {"axes": [2, 3], "keepdims": 1}, "6x6 then 2x3"),
+])
+def test_multi_stage_global_average(op, shape, attrs, chain):
+    """A global average beyond one PPU window: PPU stages of non-overlapping windows through a scratch buffer, all
+    in one job in stage order; emulator == reference (which rounds after each stage, as the hardware does); the
+    distance to a one-step mean (TFLite MEAN semantics on the same input) is at most 1 LSB."""
+    q = _quantized(_pool_graph(op, shape, attrs))
+    c = compile_lowered(q)
+    d = next(d for d in c.lowering.decisions if d.op_type == op)
+    assert d.device == "npu" and d.unit == "PPU" and f"stages of non-overlapping windows {chain}" in d.lowering
+    pop = c.lowering.ops[d.op]
+    assert len(pop.stages) == 2 and [t.stage for t in pop.tiles] == [0, 1]
+    assert pop.stage_buffer(0) in c.lowering.buffers and f"act/{pop.stage_buffer(0)}" in c.memory.allocations
+    jobs = [j for j in c.program.manifest.jobs if j["op"] == pop.name]
+    assert len(jobs) == 1 and len(jobs[0]["tasks"]) == 2
+    dev = open_device(c.program, "emulator")
+    rng = np.random.default_rng(11)
+    diffs = []
+    for _ in range(3):
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        env = run_reference(c.lowering, feeds, keep=True)
+        out = dev.run(feeds)[q.outputs[0]]
+        np.testing.assert_array_equal(out, env[q.outputs[0]])
+        x = env[pop.input].astype(np.int64)
+        n = x.shape[2] * x.shape[3]
+        s = x.sum(axis=(2, 3), keepdims=True)
+        one_step = np.sign(s) * ((np.abs(s) + n // 2) // n)  # round half away, once
+        diffs.append((env[pop.output].astype(np.int64) - one_step).reshape(-1))
+    d = np.concatenate(diffs)
+    print(f"\n{op} {shape}: stages - one-step mean (LSB): {dict(sorted(Counter(d.tolist()).items()))}")
+    assert np.abs(d).max() <= 1
 
 
 def test_pool_ops_are_costed():

@@ -113,9 +113,9 @@ def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
         reads = [low.views[op.input]] + ([low.views[op.ew_input]] if getattr(op, "ew_input", None) else [])
         deps = tuple(dict.fromkeys(producer[b] for b in reads if b in producer and producer[b] != op.name))
         ext = tuple(f"act/{b}" for b in reads if b not in producer)
-        if isinstance(op, PoolOp):  # independent row bands: the scheduler may spread them
-            out.append(SchedOp(op.name, tuple(pool_task_cycles(op)), deps, output_bo=f"act/{low.views[op.output]}",
-                               input_bos=ext))
+        if isinstance(op, PoolOp):  # row bands are independent; stages are not: one job, in order
+            out.append(SchedOp(op.name, tuple(pool_task_cycles(op)), deps, weights_resident=len(op.stages) > 1,
+                               output_bo=f"act/{low.views[op.output]}", input_bos=ext))
             continue
         out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), deps,
                                           output_bo=f"act/{low.views[op.output]}", input_bos=ext))

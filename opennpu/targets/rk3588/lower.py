@@ -528,7 +528,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
     ops_by_slot: dict[int, ConvOp | AliasOp | PoolOp] = {}
     for i, pop in pools.items():
-        dec[i].op, dec[i].lowering = pop.name, pop.describe()
+        dec[i].op, dec[i].lowering, dec[i].unit = pop.name, pop.describe(), "PPU"  # also where a depthwise
+        # carrier was planned for an average beyond one PPU window: PPU stages are what is lowered
         ops_by_slot[i] = pop
     for i, s in list(specs.items()):
         name = nodes[i].name or nodes[i].outputs[0]
@@ -642,6 +643,10 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             else:
                 buf = buffer_for(op.output)
                 buf.producer, buf.first_use, buf.last_use = name, step, step
+                if isinstance(op, PoolOp):  # intermediate maps of a multi-stage pool live only in this step
+                    for sname, (c, h, w) in op.scratch():
+                        buffers[sname] = FeatureBuffer(sname, c, h, w, _surf_stride(c, h, w), buf.zero_point, name,
+                                                       step, step)
             step += 1
         # NPU tensors (or views) read by later CPU nodes or graph outputs: convert back at the segment end
         for name in seg.ops:

@@ -18,7 +18,10 @@ the reason):
   window; TFLite/ONNX count_include_pad=0 divide by the valid count, and the RK3588 keeps only two pad-value
   registers whose meaning is not documented [I]);
 * global pools whose window fits one kernel (<= 8x8, e.g. the 7x7 of MobileNetV2/EfficientNet-Lite0); larger
-  global averages are planned as several PPU stages (capabilities.ppu_stages).
+  global averages (GlobalAveragePool, ReduceMean, or an AveragePool whose one window is the map) run as several
+  PPU stages of non-overlapping windows (kernel = stride, capabilities.ppu_stages: 40x40 = 8x8 then 5x5), each
+  stage rounding to int8 (so they differ from a one-step mean by rounding) through scratch buffers
+  ``<op>#stage<k>`` in NPU memory, all tasks in one job in stage order.
 
 Tiling: a task covers full-width row bands; ``plan_pool_tiles`` splits the output rows so a band has at most
 ``MAX_BAND_PIXELS`` output pixels (allbilly/rk3588 splits its hardware pool runs at ``8191 // in_w`` output
@@ -34,7 +37,7 @@ packed, ``out_w * 16`` bytes [I].
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -72,6 +75,7 @@ class PoolTile:
     in_rows: tuple[int, int]
     pad_top: int
     pad_bottom: int
+    stage: int = 0
 
     @property
     def n_out_rows(self) -> int:
@@ -84,7 +88,8 @@ class PoolTile:
 
 @dataclass
 class PoolOp:
-    """One lowered PPU pool (a single graph node)."""
+    """One lowered PPU pool (a single graph node): the node's geometry and the PPU stages computing it (one,
+    or several for a global average beyond one window), each stage's tiles in ``tiles`` (in stage order)."""
 
     name: str
     nodes: list[int]
@@ -92,17 +97,34 @@ class PoolOp:
     output: str
     geometry: PoolGeometry
     tiles: list[PoolTile]
+    stages: list[PoolGeometry] = field(default_factory=list)
     segment: int = -1
     step: int = -1
     kind: str = "pool"
 
+    def __post_init__(self) -> None:
+        if not self.stages:
+            self.stages = [self.geometry]
+
+    def stage_buffer(self, k: int) -> str:
+        """Name of the scratch buffer stage ``k`` writes (k < last stage)."""
+        return f"{self.name}#stage{k}"
+
+    def scratch(self) -> list[tuple[str, tuple[int, int, int]]]:
+        """(buffer name, (C, H, W)) of the intermediate maps between stages."""
+        return [(self.stage_buffer(k), (g.c, g.out_h, g.out_w)) for k, g in enumerate(self.stages[:-1])]
+
     def describe(self) -> str:
         g = self.geometry
+        if len(self.stages) > 1:
+            chain = " then ".join(f"{s.kh}x{s.kw}" for s in self.stages)
+            return (f"PPU global {g.method} pool {g.kh}x{g.kw} as {len(self.stages)} stages of non-overlapping "
+                    f"windows {chain}, {len(self.tiles)} task(s)")
         return (f"PPU {g.method} pool {g.kh}x{g.kw} stride {g.stride[0]}x{g.stride[1]} pads {list(g.pads)}, "
                 f"{len(self.tiles)} task(s)")
 
 
-def plan_pool_tiles(g: PoolGeometry, max_band_pixels: int = MAX_BAND_PIXELS) -> list[PoolTile]:
+def plan_pool_tiles(g: PoolGeometry, max_band_pixels: int = MAX_BAND_PIXELS, stage: int = 0) -> list[PoolTile]:
     """Full-width row bands of at most ``max_band_pixels`` output pixels and MAX_CUBE input rows."""
     if g.out_w > max_band_pixels or g.in_w > MAX_CUBE or g.c > MAX_CUBE:
         raise _not_yet(f"a pool over a {g.c}x{g.in_h}x{g.in_w} map (rows wider than one PPU task)",
@@ -115,7 +137,7 @@ def plan_pool_tiles(g: PoolGeometry, max_band_pixels: int = MAX_BAND_PIXELS) -> 
         o1 = min(g.out_h, o0 + per_band)
         top, bottom = o0 * sy - pt, (o1 - 1) * sy - pt + g.kh  # window rows in input coordinates
         i0, i1 = max(0, top), min(g.in_h, bottom)
-        tiles.append(PoolTile(len(tiles), (o0, o1), (i0, i1), i0 - top, bottom - i1))
+        tiles.append(PoolTile(len(tiles), (o0, o1), (i0, i1), i0 - top, bottom - i1, stage))
     return tiles
 
 
@@ -158,9 +180,8 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
             axes = sorted(int(a) % 4 for a in np.asarray(axes).reshape(-1)) if axes is not None else None
             if axes != [2, 3] or not int(node.attrs.get("keepdims", 1)):
                 raise _not_yet(f"ReduceMean over axes {axes} (only H, W with keepdims is a global average)")
-        if max(h, w) > MAX_KERNEL:
-            raise _not_yet(f"a global {h}x{w} {op} (window > {MAX_KERNEL} per side)", "several PPU stages of "
-                           "non-overlapping windows")
+        if max(h, w) > MAX_KERNEL and op == "GlobalMaxPool":
+            raise _not_yet(f"a global {h}x{w} {op} (window > {MAX_KERNEL} per side)", "several PPU stages")
         method = "max" if op == "GlobalMaxPool" else "avg"
         geo = PoolGeometry(method, c, h, w, h, w, (h, w))
     else:
@@ -174,6 +195,8 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
             raise _not_yet(f"{op} with dilations {list(a.get('dilations'))} (the PPU has no dilated windows)")
         if len(node.outputs) > 1 and node.outputs[1]:
             raise _not_yet(f"{op} with an indices output")
+        if op == "AveragePool" and max(k) > MAX_KERNEL and (k[0], k[1]) == (h, w) and not any(p):
+            return PoolGeometry("avg", c, h, w, h, w, (h, w))  # a global average spelled as one window
         if max(k) > MAX_KERNEL or max(s) > MAX_STRIDE or max(p) > MAX_PAD:
             raise CompileError(f"{op} kernel {k}, strides {s}, pads {p} exceed the PPU (kernel <= {MAX_KERNEL}, "
                                f"stride <= {MAX_STRIDE}: iav/rk3568-npu; pad <= {MAX_PAD}: 3-bit fields)")
@@ -188,10 +211,31 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
     return geo
 
 
+def pool_stages(g: PoolGeometry) -> list[PoolGeometry]:
+    """The PPU stages computing ``g``: itself when its window fits, else (a global average) the factorisation of
+    capabilities.ppu_stages into non-overlapping windows, or CompileError."""
+    if max(g.kh, g.kw) <= MAX_KERNEL:
+        return [g]
+    from .capabilities import ppu_stages  # the partitioner's plan, so placement and lowering agree
+
+    factors = ppu_stages((g.kh, g.kw)) if (g.out_h, g.out_w) == (1, 1) and not any(g.pads) else None
+    if g.method != "avg" or factors is None:
+        raise _not_yet(f"a {g.kh}x{g.kw} {g.method} pool window (PPU kernel <= {MAX_KERNEL}; a side with a prime "
+                       f"factor > {MAX_KERNEL} cannot be split into stages)", "depthwise conv with 1/(kh*kw) weights")
+    stages, h, w = [], g.in_h, g.in_w
+    for a, b in factors:
+        stages.append(replace(g, in_h=h, in_w=w, kh=a, kw=b, stride=(a, b)))
+        h, w = h // a, w // b
+    return stages
+
+
 def lower_pool(graph: Graph, index: int, node: Node, name: str) -> PoolOp:
     """A PoolOp for node ``index`` (CompileError when the PPU cannot run it)."""
     geo = pool_geometry_of(graph, node)
-    return PoolOp(name, [index], node.inputs[0], node.outputs[0], geo, plan_pool_tiles(geo, MAX_BAND_PIXELS))
+    stages = pool_stages(geo)
+    tiles = [t for k, sg in enumerate(stages) for t in plan_pool_tiles(sg, MAX_BAND_PIXELS, k)]
+    tiles = [replace(t, index=i) for i, t in enumerate(tiles)]
+    return PoolOp(name, [index], node.inputs[0], node.outputs[0], geo, tiles, stages)
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -227,11 +271,12 @@ class PoolTask:
 
 def build_pool_tasks(op: PoolOp, low, addr: dict[str, int]) -> list[PoolTask]:
     """The tasks of one pool op; ``low`` is the Lowering (buffers, views), ``addr`` buffer name -> address."""
-    g = op.geometry
-    bin_, bout = low.buffers[low.views[op.input]], low.buffers[low.views[op.output]]
-    in_line, out_line = g.in_w * ATOM, g.out_w * ATOM
+    names = [low.views[op.input]] + [b for b, _ in op.scratch()] + [low.views[op.output]]
     tasks = []
     for t in op.tiles:
+        g = op.stages[t.stage]
+        bin_, bout = low.buffers[names[t.stage]], low.buffers[names[t.stage + 1]]
+        in_line, out_line = g.in_w * ATOM, g.out_w * ATOM
         tg = PoolGeometry(g.method, g.c, t.n_in_rows, g.in_w, g.kh, g.kw, g.stride,
                           (t.pad_top, g.pads[1], t.pad_bottom, g.pads[3]))
         if tg.out_h != t.n_out_rows:
@@ -243,9 +288,8 @@ def build_pool_tasks(op: PoolOp, low, addr: dict[str, int]) -> list[PoolTask]:
 
 def pool_task_cycles(op: PoolOp) -> list[int]:
     """Rough per-task cost for the core schedule: input elements / 8 per cycle (NVDLA_PDP_THROUGHPUT)."""
-    g = op.geometry
-    c = -(-g.c // ATOM) * ATOM
-    return [max(1, c * t.n_in_rows * g.in_w // PPU_PIXELS_PER_CYCLE) for t in op.tiles]
+    c = -(-op.geometry.c // ATOM) * ATOM
+    return [max(1, c * t.n_in_rows * op.stages[t.stage].in_w // PPU_PIXELS_PER_CYCLE) for t in op.tiles]
 
 
 # ---------------------------------------------------------------------------------------------- registers
@@ -306,4 +350,4 @@ def link_pool_tasks(tasks: Sequence[PoolTask], base_addr: int) -> tuple[bytes, l
 
 __all__ = ["MAX_BAND_PIXELS", "POOL_OPS", "PPU_OP_ENABLE", "PoolOp", "PoolTask", "PoolTile", "build_pool_tasks",
            "emit_pool", "link_pool_tasks", "lower_pool", "plan_pool_tiles", "pool_geometry_of",
-           "pool_regcmd_task", "pool_task_cycles"]
+           "pool_regcmd_task", "pool_stages", "pool_task_cycles"]

@@ -42,10 +42,12 @@ def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = F
             if isinstance(op, AliasOp):
                 env[op.output] = env[op.input].reshape(shape)
                 continue
-            if isinstance(op, PoolOp):
-                pg = op.geometry
-                x = np.asarray(env[op.input]).reshape(1, pg.c, pg.in_h, pg.in_w)
-                env[op.output] = arith.pool_reference(x, pg).reshape(shape)
+            if isinstance(op, PoolOp):  # stage by stage (a multi-stage global average rounds after each)
+                pg = op.stages[0]
+                y = np.asarray(env[op.input]).reshape(1, pg.c, pg.in_h, pg.in_w)
+                for pg in op.stages:
+                    y = arith.pool_reference(y, pg)
+                env[op.output] = y.reshape(shape)
                 continue
             assert isinstance(op, ConvOp)
             geo = op.geometry
