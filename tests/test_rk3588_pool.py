@@ -355,6 +355,13 @@ def test_multi_stage_global_average(op, shape, attrs, chain):
     assert pop.stage_buffer(0) in c.lowering.buffers and f"act/{pop.stage_buffer(0)}" in c.memory.allocations
     jobs = [j for j in c.program.manifest.jobs if j["op"] == pop.name]
     assert len(jobs) == 1 and len(jobs[0]["tasks"]) == 2
+    sj = [j for sch in c.schedules.values() for j in sch.jobs if j.op == pop.name]
+    scratch = f"act/{pop.stage_buffer(0)}"
+    assert sj[0].out_bos == (f"act/{c.lowering.views[pop.output]}", scratch)  # fenced like an output
+    a = c.memory.allocations
+    for other in (pop.input, pop.output):  # live at the same step: never aliased with the scratch map
+        b = a[f"act/{c.lowering.views[other]}"]
+        assert a[scratch].end <= b.address or b.end <= a[scratch].address
     dev = open_device(c.program, "emulator")
     rng = np.random.default_rng(11)
     diffs = []

@@ -115,7 +115,8 @@ def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
         ext = tuple(f"act/{b}" for b in reads if b not in producer)
         if isinstance(op, PoolOp):  # row bands are independent; stages are not: one job, in order
             out.append(SchedOp(op.name, tuple(pool_task_cycles(op)), deps, weights_resident=len(op.stages) > 1,
-                               output_bo=f"act/{low.views[op.output]}", input_bos=ext))
+                               output_bo=f"act/{low.views[op.output]}", input_bos=ext,
+                               scratch_bos=tuple(f"act/{b}" for b, _ in op.scratch())))
             continue
         out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), deps,
                                           output_bo=f"act/{low.views[op.output]}", input_bos=ext))
