@@ -294,6 +294,9 @@ def _quantized(g: Graph, seed: int = 0, n: int = 3) -> Graph:
 @pytest.mark.parametrize("op,shape,attrs,match", [
     ("GlobalAveragePool", (1, 16, 37, 37), {}, "window 37x37 exceeds the PPU"),
     ("MaxPool", (1, 16, 9, 9), {"kernel_shape": [9, 9]}, "kernel 9x9 > 8"),
+    ("AveragePool", (1, 16, 24, 24), {"kernel_shape": [12, 12], "strides": [2, 2]},
+     "not implemented yet (planned: depthwise conv with 1/(kh*kw) weights)"),
+    ("AveragePool", (1, 16, 12, 12), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, "count_include_pad=0"),
 ])
 def test_unsupported_pools_go_to_the_cpu_with_a_reason(op, shape, attrs, match):
     c = compile_lowered(_quantized(_pool_graph(op, shape, attrs)))

@@ -163,8 +163,8 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
         raise _not_yet(f"{op} on shape {xs} -> {ys} (one (1, C, H, W) map)")
     qx, qy = _act_quant(graph, x), _act_quant(graph, y)
     if not (np.isclose(qx[0], qy[0], rtol=1e-6, atol=0) and qx[1] == qy[1]):
-        raise CompileError(f"{op} input and output quantization differ ({qx} vs {qy}): the PPU has no "
-                           "requantization stage")
+        raise _not_yet(f"{op} with different input and output quantization ({qx} vs {qy}; the PPU has no "
+                       "requantization stage)", "depthwise conv carrier with OUT_CVT requantization")
     clip = node.attrs.get("clip")
     if clip is not None:
         from .lower import clip_range  # local import: lower imports this module
@@ -197,6 +197,9 @@ def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
             raise _not_yet(f"{op} with an indices output")
         if op == "AveragePool" and max(k) > MAX_KERNEL and (k[0], k[1]) == (h, w) and not any(p):
             return PoolGeometry("avg", c, h, w, h, w, (h, w))  # a global average spelled as one window
+        if op == "AveragePool" and (max(k) > MAX_KERNEL or max(s) > MAX_STRIDE or max(p) > MAX_PAD):
+            raise _not_yet(f"AveragePool kernel {k}, strides {s}, pads {p} (beyond the PPU: kernel and stride <= "
+                           f"{MAX_KERNEL}, pad <= {MAX_PAD})", "depthwise conv with 1/(kh*kw) weights")
         if max(k) > MAX_KERNEL or max(s) > MAX_STRIDE or max(p) > MAX_PAD:
             raise CompileError(f"{op} kernel {k}, strides {s}, pads {p} exceed the PPU (kernel <= {MAX_KERNEL}, "
                                f"stride <= {MAX_STRIDE}: iav/rk3568-npu; pad <= {MAX_PAD}: 3-bit fields)")
