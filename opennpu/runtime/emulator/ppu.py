@@ -1,11 +1,12 @@
 """Execute one PPU (pooling) task from the register state: PPU_RDMA reads an NC1HWC2 int8 cube from DRAM, the
 PPU pools it (NVDLA PDP semantics), and writes the output cube.
 
-Interpretation of the registers (docs/rk3588-arithmetic.md "PPU pooling", docs/rk3588-hardware.md "PPU"):
-sizes are programmed minus one; kernel and stride minus one; SRC/DST addresses and strides are byte values in
-fields at bits [31:4]; output lines are packed (``out_w * 16`` bytes, the PPU has no destination line stride);
-POOLING_METHOD 0 average, 1 max, 2 min; max/min ignore padded positions; average multiplies the window sum by
-RECIP_KERNEL_WIDTH then RECIP_KERNEL_HEIGHT (2**16 fixed point, each product rounded half away from zero).
+Interpretation of the registers (docs/rk3588-arithmetic.md "PPU pooling", docs/rk3588-hardware.md "PPU task
+register sequence"): sizes are programmed minus one; kernel and stride minus one; SRC/DST addresses and
+strides are byte values in fields at bits [31:4]; output lines are packed (``out_w * 16`` bytes, the PPU has
+no destination line stride); POOLING_METHOD 0 average, 1 max, 2 min; max/min ignore padded positions; average
+multiplies the window sum by RECIP_KERNEL_WIDTH then RECIP_KERNEL_HEIGHT (2**16 fixed point, each product
+rounded half away from zero).
 Whole 16-channel atoms are processed (padded channel lanes too), as the hardware moves atoms.
 
 Everything outside that model raises DeviceError naming the register: on-flying mode (input from the DPU),

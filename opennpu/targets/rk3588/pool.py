@@ -28,10 +28,13 @@ Tiling: a task covers full-width row bands; ``plan_pool_tiles`` splits the outpu
 rows per task [3P]) and at most 8192 input rows (13-bit cube fields). A band's input rows are the rows its
 windows read; top/bottom padding belongs to the first/last band.
 
-Register fields (docs/rk3588-hardware.md "PPU"): sizes are programmed minus one, kernel/stride minus one
-(NVDLA PDP; allbilly programs a 2x2 stride-1 pool as KERNEL_*=1, STRIDE_*=0 [3P]), byte addresses and strides in
-fields at bits [31:4] (value = bytes, multiples of 16). The PPU has no destination line stride: output lines are
-packed, ``out_w * 16`` bytes [I].
+Register fields (docs/rk3588-hardware.md "PPU task register sequence"): sizes are programmed minus one,
+kernel/stride minus one (NVDLA PDP; allbilly programs a 2x2 stride-1 pool as KERNEL_*=1, STRIDE_*=0 [3P]), byte
+addresses and strides in fields at bits [31:4] (value = bytes, multiples of 16). The PPU has no destination line
+stride: output lines are packed, ``out_w * 16`` bytes [I].
+
+Where the partitioner planned a depthwise-conv carrier for an average beyond one PPU window (not lowered yet),
+a global one is lowered here as PPU stages; other such averages stay on the CPU naming the planned carrier.
 """
 
 from __future__ import annotations
