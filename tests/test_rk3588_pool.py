@@ -436,3 +436,25 @@ def test_mobilenetv2_gap_on_the_npu_emulator_equals_reference():
     for x in imagenet_eval_set(1):
         feeds = {g.inputs[0]: x}
         np.testing.assert_array_equal(dev.run(feeds)[k], run_reference(c.lowering, feeds)[k])
+
+
+@pytest.mark.parametrize("model,op,n,lowering", [
+    ("blazeface", "MaxPool", 3, "PPU max pool 2x2 stride 2x2"),
+    ("selfie-segmentation", "AveragePool", 10, "PPU global avg pool"),
+    pytest.param("yolov8n", "MaxPool", 3, "PPU max pool 5x5 stride 1x1 pads [2, 2, 2, 2]", marks=pytest.mark.slow),
+])
+def test_real_model_pools_on_the_ppu(model, op, n, lowering):
+    """The other zoo users of pooling: every pool on the PPU (SPPF 5x5 with padding; selfie-segmentation's global
+    averages 16x16..128x128 as PPU stages), emulator == integer reference on one random input."""
+    g = opennpu.load_model(model)
+    shape = g.tensor(g.inputs[0]).shape
+    rng = np.random.default_rng(0)
+    c = compile_lowered(_fast_quantize(g, [{g.inputs[0]: rng.uniform(-1, 1, shape).astype(np.float32)}
+                                           for _ in range(2)]))
+    pools = [d for d in c.lowering.decisions if d.op_type == op]
+    assert len(pools) == n and all(d.device == "npu" and d.lowering.startswith(lowering) for d in pools), \
+        [(d.device, d.reason, d.lowering) for d in pools]
+    feeds = {g.inputs[0]: rng.uniform(-1, 1, shape).astype(np.float32)}
+    out, ref = open_device(c.program, "emulator").run(feeds), run_reference(c.lowering, feeds)
+    for k in ref:
+        np.testing.assert_array_equal(out[k], ref[k])
