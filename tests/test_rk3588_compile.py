@@ -126,8 +126,10 @@ def test_mnist_program_file_and_manifest(mnist):
     # every CPU placement carries a reason; the slice's gaps are named as such
     for p in payload["placements"]:
         assert (p["device"] == "cpu") == bool(p["reason"]), p
-    reasons = {p["op_type"]: p["reason"] for p in payload["placements"] if p["device"] == "cpu"}
-    assert "not implemented yet (planned: PPU pooling)" in reasons["MaxPool"]
+    pools = [p for p in payload["placements"] if p["op_type"] == "MaxPool"]
+    assert len(pools) == 2 and all(p["device"] == "npu" and p["lowering"].startswith("PPU max pool 2x2") for p in pools)
+    pool_tasks = [t for t in m.tasks if t["kind"] == "pool"]
+    assert len(pool_tasks) == 2 and all(t["weight_addr"] is None for t in pool_tasks)
     # explicit boundary conversions at every NPU/CPU boundary
     npu_segs = [s for s in payload["segments"] if s["device"] == "npu"]
     assert all(s["to_npu"] and s["to_cpu"] for s in npu_segs)
@@ -253,7 +255,8 @@ def test_synthetic_lowering_paths():
     assert any(o.ew_input is not None for o in ops.values()), "the Add should be fused"
     assert ops["b"].geometry.depthwise
     dec = {d.name: d for d in c.lowering.decisions}
-    assert dec["gap"].device == "cpu" and "not implemented yet" in dec["gap"].reason
+    assert dec["gap"].device == "npu" and dec["gap"].unit == "PPU"  # 40x40: beyond one PPU window
+    assert "as 2 stages of non-overlapping windows 8x8 then 5x5" in dec["gap"].lowering
     assert dec["fc"].device == "npu"
     program = load_program(program_to_bytes(c.program))
     feeds = {"x": rng.standard_normal((1, 8, 160, 160)).astype(np.float32)}

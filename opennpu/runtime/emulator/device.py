@@ -13,7 +13,8 @@ Word handling (docs/rk3588-hardware.md "The regcmd word and the task tail"):
 * PC (0x0101) writes: only PC_BASE_ADDRESS (next task) and PC_REGISTER_AMOUNTS (its amount);
 * 0x0041: the "before op_en" word; 0x0081 to PC_OPERATION_ENABLE (0x0008): op-enable. The value enables blocks
   with GLOBAL_OPERATION_ENABLE's bit layout (CNA bit 0, CORE 2, DPU 3, DPU_RDMA 4, PPU 5, PPU_RDMA 6); Mesa
-  writes 0x1D, the TRM example 0x7F. A conv task needs CNA|CORE|DPU|DPU_RDMA.
+  writes 0x1D, the TRM example 0x7F. A conv task needs CNA|CORE|DPU|DPU_RDMA; a pool task exactly
+  PPU|PPU_RDMA (0x60, ppu.py).
 Errors: DeviceError for anything the device would fault or hang on (DMA out of range, unknown targets or
 registers, chain loops, misaligned chain addresses, a fetch without op-enable, register combinations the model
 does not honour); ProgramFormatError for a zero word count.
@@ -38,12 +39,15 @@ from .decoder import (
     decode_word,
 )
 from .memory import Memory
+from .ppu import PoolJob, run_pool
 
 PC_TARGET = 0x0101
 TASK_ALIGN = 64
 OP_EN_CNA, OP_EN_CORE, OP_EN_DPU, OP_EN_DPU_RDMA, OP_EN_PPU, OP_EN_PPU_RDMA = 1, 4, 8, 16, 32, 64
 CONV_BLOCKS = OP_EN_CNA | OP_EN_CORE | OP_EN_DPU | OP_EN_DPU_RDMA
+POOL_BLOCKS = OP_EN_PPU | OP_EN_PPU_RDMA
 IRQ_DPU_0 = 1 << 8
+IRQ_PPU_0 = 1 << 10  # PC_INTERRUPT_MASK bit 10: PPU group 0 (TRM)
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,8 @@ class TaskRecord:
 
     addr: int
     words: int
-    kind: str
-    job: ConvJob | None
+    kind: str  # "conv" | "pool"
+    job: ConvJob | PoolJob | None
 
 
 class Emulator:
@@ -127,7 +131,7 @@ class Emulator:
                 if not pre_op:
                     raise DeviceError(f"{where}: op-enable without the preceding 0x0041 word")
                 job = self._execute(value, where)
-                record = TaskRecord(addr, len(words), "conv", job)
+                record = TaskRecord(addr, len(words), "pool" if isinstance(job, PoolJob) else "conv", job)
             elif target == PC_TARGET:
                 if reg == PC_BASE_ADDRESS:
                     next_addr = value
@@ -146,14 +150,21 @@ class Emulator:
             raise DeviceError(f"task at 0x{addr:x}: PC_REGISTER_AMOUNTS={next_amount} without a next address")
         return record, next_addr, next_amount
 
-    def _execute(self, enable: int, where: str) -> ConvJob:
+    def _execute(self, enable: int, where: str) -> ConvJob | PoolJob:
+        if enable >> 7:
+            raise DeviceError(f"{where}: op-enable value 0x{enable:x} sets bits above PPU_RDMA")
+        if enable & POOL_BLOCKS:  # a PPU task reading DRAM (off-flying); DPU -> PPU flying mode is not modelled
+            if enable & POOL_BLOCKS != POOL_BLOCKS or enable & CONV_BLOCKS:
+                raise DeviceError(f"{where}: op-enable value 0x{enable:x}: a pool task needs exactly PPU and "
+                                  "PPU_RDMA (0x60); conv + PPU in one task (flying mode) is not modelled")
+            job = run_pool(self.regs, self.memory, where)
+            self.irq_raw |= IRQ_PPU_0
+            return job
         missing = [n for n, b in (("CNA", OP_EN_CNA), ("CORE", OP_EN_CORE), ("DPU", OP_EN_DPU),
                                   ("DPU_RDMA", OP_EN_DPU_RDMA)) if not enable & b]
         if missing:
             raise DeviceError(f"{where}: op-enable value 0x{enable:x} does not enable {', '.join(missing)} "
                               "(a conv task needs CNA, CORE, DPU and DPU_RDMA)")
-        if enable >> 7:
-            raise DeviceError(f"{where}: op-enable value 0x{enable:x} sets bits above PPU_RDMA")
         job = run_conv(self.regs, self.memory, self.rounding)
         self.irq_raw |= IRQ_DPU_0
         return job

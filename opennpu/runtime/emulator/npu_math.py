@@ -205,3 +205,20 @@ def out_cvt(x, scale: int, shift: int, offset: int, rounding: RoundingModel = DE
     """DPU OUT_CVT: ``sat8(round(x * scale / 2**shift) + offset)``; the offset (output zero point) is added
     after the shift, as Mesa's OUT_CVT_OFFSET = out_zp - 0x80 requires. Returns int64 in [-128, 127]."""
     return saturate(round_shift(_i64(x) * int(scale), shift, rounding.out_cvt) + int(offset), 8)
+
+
+# ---------------------------------------------------------------------------------------------- PPU
+RECIP_ONE = 1 << 16  # PPU_RECIP_KERNEL_WIDTH/HEIGHT: "actual value * 2^16" for int8/int16 (NVDLA PDP)
+
+
+def _mul_recip_round(x, recip: int) -> np.ndarray:
+    """``x * recip / 2**16`` rounded half away from zero (NVDLA cmod: ``(tmp > 0) ? tmp + 0.5 : tmp - 0.5``,
+    then truncation toward zero)."""
+    return round_shift(_i64(x) * int(recip), 16, "half_away")
+
+
+def ppu_average(window_sum, recip_w: int, recip_h: int) -> np.ndarray:
+    """PPU (NVDLA PDP) int8 average of a window sum: two fixed-point reciprocal multiplies, each rounded half
+    away from zero (nvdla/hw cmod/pdp/NV_NVDLA_pdp.cpp PoolingStage1Calc, POOLING_METHOD_AVE), then
+    saturation to int8 [I] (unreachable with reciprocals within 2**-16 of 1/k). Returns int64."""
+    return saturate(_mul_recip_round(_mul_recip_round(window_sum, recip_w), recip_h), 8)

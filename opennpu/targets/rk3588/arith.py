@@ -370,3 +370,89 @@ def tflite_conv(x_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray | None, geo
         w = np.asarray(w_q).transpose(0, 2, 3, 1)  # OHWI
         y = conv2d(x, w, bias_q, **common)
     return y[0].transpose(2, 0, 1)[None]
+
+
+# ---------------------------------------------------------------------------------------------- PPU pooling
+POOL_METHODS = ("avg", "max", "min")  # PPU_OPERATION_MODE_CFG.POOLING_METHOD 0/1/2 (NVDLA PDP AVE/MAX/MIN)
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """One PPU pool: C x H x W int8 map, kernel (kh, kw), strides (y, x), pads (top, left, bottom, right).
+    The output size is the floor formula; a window that input + padding does not cover is rejected (it
+    "starves the PPU forever", iav/rk3568-npu [3P]), as is a window lying wholly in padding."""
+
+    method: str
+    c: int
+    in_h: int
+    in_w: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.method not in POOL_METHODS:
+            raise CompileError(f"pool method {self.method!r} is not one of {POOL_METHODS}")
+        if min(self.c, self.in_h, self.in_w, self.kh, self.kw, *self.stride) < 1 or min(self.pads) < 0:
+            raise CompileError(f"pool geometry {self} has a non-positive size or a negative pad")
+        pt, pl, pb, pr = self.pads
+        if self.kh > self.in_h + pt + pb or self.kw > self.in_w + pl + pr:
+            raise CompileError(f"pool kernel {self.kh}x{self.kw} is larger than the padded input "
+                               f"{self.in_h + pt + pb}x{self.in_w + pl + pr} (the PPU would wait forever)")
+        if max(pt, pb) >= self.kh or max(pl, pr) >= self.kw:
+            raise CompileError(f"pool pads {list(self.pads)} reach a whole {self.kh}x{self.kw} window (a window "
+                               "with no input element)")
+
+    @property
+    def out_h(self) -> int:
+        return (self.in_h + self.pads[0] + self.pads[2] - self.kh) // self.stride[0] + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.in_w + self.pads[1] + self.pads[3] - self.kw) // self.stride[1] + 1
+
+
+def ppu_recip(k: int) -> int:
+    """PPU_RECIP_KERNEL_WIDTH/HEIGHT for kernel size ``k``: ``round(2**16 / k)`` (NVDLA: "actual value *
+    2^16" for int8 [R]; round to nearest is our choice [I], 1 -> 65536 fits the 17-bit field)."""
+    if not 1 <= k <= 16:
+        raise CompileError(f"pool kernel size {k} outside 1..16")
+    return (2 * nm.RECIP_ONE + k) // (2 * k)
+
+
+def pool_reference(x_q: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    """The target's integer reference of one PPU pool: (1,)C,H,W int8 -> (1, C, OH, OW) int8.
+
+    max/min: exact over the input elements of each window (padded positions take no part, NVDLA PDP);
+    avg: no padding (the lowering rejects it), window sum of the raw int8 codes, then ``ppu_average`` with the
+    programmed reciprocals ``ppu_recip(kw)``, ``ppu_recip(kh)`` (two roundings, docs/rk3588-arithmetic.md).
+    """
+    x = _chw(x_q, "pool input").astype(np.int64)
+    if x.shape != (g.c, g.in_h, g.in_w):
+        raise CompileError(f"pool input shape {x.shape} does not match {g.c}x{g.in_h}x{g.in_w}")
+    pt, pl, pb, pr = g.pads
+    if g.method == "avg" and any(g.pads):
+        raise CompileError("PPU average pooling with padding is not modelled (pad-value semantics unknown)")
+    fill = {"max": np.iinfo(np.int64).min, "min": np.iinfo(np.int64).max, "avg": 0}[g.method]
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr)), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (g.kh, g.kw), axis=(1, 2))
+    win = win[:, ::g.stride[0], ::g.stride[1]][:, :g.out_h, :g.out_w]
+    if g.method == "max":
+        y = win.max(axis=(3, 4))
+    elif g.method == "min":
+        y = win.min(axis=(3, 4))
+    else:
+        y = nm.ppu_average(win.sum(axis=(3, 4)), ppu_recip(g.kw), ppu_recip(g.kh))
+    return y.astype(np.int8)[None]
+
+
+def tflite_average_pool(x_q: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    """TFLite's int8 AVERAGE_POOL_2D on the same operands (sum / count rounded half away, once), for measuring
+    the PPU's deviation. Returns (1, C, OH, OW) int8."""
+    from opennpu.quant.kernels.pool import average_pool2d
+
+    x = _chw(x_q, "pool input").transpose(1, 2, 0)[None]
+    pt, pl, pb, pr = g.pads
+    y = average_pool2d(x, pool=(g.kh, g.kw), stride=g.stride, padding=(pt, pb, pl, pr))
+    return y[0].transpose(2, 0, 1)[None]

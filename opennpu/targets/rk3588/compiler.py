@@ -39,6 +39,7 @@ from .capabilities import is_quantized
 from .codegen import link_conv_tasks
 from .memory import MemoryPlan, check_plan
 from .partition import partition
+from .pool import PoolOp, build_pool_tasks, link_pool_tasks, pool_task_cycles
 from .schedule import SchedOp, Schedule, build_schedule
 
 TARGET = "rk3588"
@@ -105,30 +106,59 @@ def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: 
 
 
 def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
-    """The segment's conv ops for the scheduler. Dependencies follow the channel groups each op reads and writes,
-    so the writers of a concat's legs (disjoint groups of one buffer) declare one BO part each
+    """The segment's conv and pool ops for the scheduler. Dependencies follow the channel groups each op reads and
+    writes, so the writers of a concat's legs (disjoint groups of one buffer) declare one BO part each
     (``act/<buffer>#g<first group>``) and run unordered; a reader depends on the writers of what it reads."""
-    convs = [low.ops[n] for n in seg.ops if isinstance(low.ops[n], LW.ConvOp)]
-    writes = {o.name: low.region(o.output) for o in convs}
+    ops = [low.ops[n] for n in seg.ops if isinstance(low.ops[n], (LW.ConvOp, PoolOp))]
+    writes = {o.name: low.region(o.output) for o in ops}
 
     def bo(region: tuple[str, int, int]) -> str:
         whole = region[1] == 0 and region[2] >= low.buffers[region[0]].groups
         return f"act/{region[0]}" if whole else f"act/{region[0]}#g{region[1]}"
 
     out = []
-    for op in convs:
+    for op in ops:
         deps: list[str] = []
         ext: list[str] = []
-        for t in [op.input] + ([op.ew_input] if op.ew_input else []):
+        for t in [op.input] + ([op.ew_input] if getattr(op, "ew_input", None) else []):
             b, g0, g1 = low.region(t)
             hit = [w for w, (wb, w0, w1) in writes.items() if wb == b and w0 < g1 and g0 < w1 and w != op.name]
             deps += hit
             covered = sum(min(g1, writes[w][2]) - max(g0, writes[w][1]) for w in hit)
             if covered < g1 - g0:  # (part of) it was written before this segment
                 ext.append(f"act/{b}")
-        out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), tuple(dict.fromkeys(deps)),
-                                          output_bo=bo(writes[op.name]), input_bos=tuple(dict.fromkeys(ext))))
+        deps_t, ext_t = tuple(dict.fromkeys(deps)), tuple(dict.fromkeys(ext))
+        if isinstance(op, PoolOp):  # row bands are independent; stages are not: one job, in order
+            out.append(SchedOp(op.name, tuple(pool_task_cycles(op)), deps_t, weights_resident=len(op.stages) > 1,
+                               output_bo=bo(writes[op.name]), input_bos=ext_t,
+                               scratch_bos=tuple(f"act/{b}" for b, _ in op.scratch())))
+            continue
+        out.append(SchedOp.from_tile_plan(op.name, op.plan, LW.task_cycles(op), deps_t,
+                                          output_bo=bo(writes[op.name]), input_bos=ext_t))
     return out
+
+
+def _build_tasks(op, low: LW.Lowering, addr: dict[str, int], wb: LW.OpAddresses) -> list:
+    if isinstance(op, PoolOp):
+        return build_pool_tasks(op, low, addr)
+    return LW.build_tasks(op, low, addr, wb)
+
+
+def _link(op, tasks: list, base: int):
+    return (link_pool_tasks if isinstance(op, PoolOp) else link_conv_tasks)(tasks, base)
+
+
+def _task_json(op, i: int, t) -> dict[str, Any]:
+    """The per-task manifest fields of task ``i`` of ``op`` (same keys for conv and pool tasks)."""
+    if isinstance(op, PoolOp):
+        tile = op.tiles[i]
+        return {"kind": "pool", "input_addr": t.input_addr, "weight_addr": None, "bias_addr": None,
+                "output_addr": t.output_addr, "ew_addr": None, "in_rows": list(tile.in_rows),
+                "out_rows": list(tile.out_rows), "oc_range": [0, op.geometry.c], "weight_reuse": False}
+    tt = op.plan.tasks[i]
+    return {"kind": "conv", "input_addr": t.input_addr, "weight_addr": t.weight_addr, "bias_addr": t.bias_addr,
+            "output_addr": t.output_addr, "ew_addr": t.ew_addr, "in_rows": list(tt.in_rows),
+            "out_rows": list(tt.out_rows), "oc_range": list(tt.oc_range), "weight_reuse": tt.weight_reuse}
 
 
 def _spec_json(c: LW.Conversion, low: LW.Lowering, addr: int) -> dict[str, Any]:
@@ -176,8 +206,8 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
     for k, (_, opname, idx, _) in enumerate(job_tasks):
         op = low.ops[opname]
         if opname not in tasks_of:
-            tasks_of[opname] = LW.build_tasks(op, low, zero, LW.OpAddresses(0, 0))
-        buf, _ = link_conv_tasks([tasks_of[opname][i] for i in idx], 0)
+            tasks_of[opname] = _build_tasks(op, low, zero, LW.OpAddresses(0, 0))
+        buf, _ = _link(op, [tasks_of[opname][i] for i in idx], 0)
         regcmd_sizes[f"regcmd/job{k}"] = len(buf)
     mem = LW.plan(low, regcmd_sizes)
     check_plan(mem)
@@ -190,6 +220,9 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
         blobs[f"bs/{op.name}"] = op.bs_blob
         tasks_of[op.name] = LW.build_tasks(op, low, addr, LW.OpAddresses(mem.address(f"w/{op.name}"),
                                                                          mem.address(f"bs/{op.name}")))
+    for op in low.ops.values():
+        if isinstance(op, PoolOp):
+            tasks_of[op.name] = build_pool_tasks(op, low, addr)
     jobs_json, tasks_json = [], []
     job_ids: dict[tuple[int, int], int] = {}
     for k, (sid, _, _, sj) in enumerate(job_tasks):
@@ -197,21 +230,17 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
     for k, (sid, opname, idx, sj) in enumerate(job_tasks):
         name = f"regcmd/job{k}"
         base = mem.address(name)
-        buf, places = link_conv_tasks([tasks_of[opname][i] for i in idx], base)
+        buf, places = _link(low.ops[opname], [tasks_of[opname][i] for i in idx], base)
         if len(buf) != regcmd_sizes[name]:
             raise CompileError(f"job {k}: regcmd size changed between passes ({regcmd_sizes[name]} -> {len(buf)})")
         blobs[name] = np.frombuffer(buf, dtype="<u8").copy()
         sjob = schedules[sid].jobs[sj]
         ids = []
         for i, p in zip(idx, places, strict=True):
-            t = tasks_of[opname][i]
-            tt = low.ops[opname].plan.tasks[i]
             ids.append(len(tasks_json))
             tasks_json.append({"id": len(tasks_json), "op": opname, "job": k, "index": i, "core": sjob.core,
-                               "regcmd_addr": p.addr, "regcmd_count": p.count, "input_addr": t.input_addr,
-                               "weight_addr": t.weight_addr, "bias_addr": t.bias_addr, "output_addr": t.output_addr,
-                               "ew_addr": t.ew_addr, "in_rows": list(tt.in_rows), "out_rows": list(tt.out_rows),
-                               "oc_range": list(tt.oc_range), "weight_reuse": tt.weight_reuse})
+                               "regcmd_addr": p.addr, "regcmd_count": p.count,
+                               **_task_json(low.ops[opname], i, tasks_of[opname][i])})
         jobs_json.append({"id": k, "segment": sid, "op": opname, "core": sjob.core, "regcmd_blob": name,
                           "regcmd_addr": places[0].addr, "regcmd_count": places[0].count, "tasks": ids,
                           "deps": [job_ids[(sid, d)] for d in sjob.deps], "cycles": sjob.cycles})
@@ -253,8 +282,9 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
     manifest.tasks, manifest.jobs = tasks_json, jobs_json
     r = DEFAULT_ROUNDING
     conv = low.conv_ops()
+    n_pool = sum(isinstance(o, PoolOp) for o in low.ops.values())
     stats = {"total_macs": low.total_macs, "npu_macs": low.npu_macs, "npu_mac_fraction": low.npu_mac_fraction,
-             "npu_ops": len(conv), "tasks": len(tasks_json), "jobs": len(jobs_json),
+             "npu_ops": len(conv) + n_pool, "tasks": len(tasks_json), "jobs": len(jobs_json),
              "segments": len(low.segments), "cpu_nodes": sum(d.device == "cpu" for d in low.decisions),
              "npu_nodes": sum(d.device == "npu" for d in low.decisions),
              "cores_used": sorted({j["core"] for j in jobs_json}),
@@ -270,7 +300,10 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
                  **({"ew_input": o.ew_input, "macs": o.macs, "tasks": len(o.plan.tasks), "tiling": o.plan.mode,
                      "weight_groups": [list(g) for g in o.plan.groups], "truncate_bits": o.requant.truncate_bits,
                      "per_channel": o.requant.per_channel, "fused_add": o.ew_input is not None}
-                    if isinstance(o, LW.ConvOp) else {}),
+                    if isinstance(o, LW.ConvOp) else
+                    {"tasks": len(o.tiles), "method": o.geometry.method, "kernel": [o.geometry.kh, o.geometry.kw],
+                     "stride": list(o.geometry.stride), "pads": list(o.geometry.pads)}
+                    if isinstance(o, PoolOp) else {}),
                  **({"legs": o.legs, "group_offsets": o.group_offsets, "copied": o.copied}
                     if isinstance(o, LW.ConcatOp) else {})} for o in low.ops.values()],
         "stats": stats,

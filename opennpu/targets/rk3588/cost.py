@@ -458,7 +458,7 @@ def estimate(compiled: Any, params: CostParams | None = None) -> PerfEstimate:
             node = g.nodes[op.nodes[-1]]
             unit = "PPU" if getattr(op, "kind", "") == "pool" else "DPU-EW"
             w = elementwise_task_work(_elems(g, node.inputs), _elems(g, node.outputs), "int8", unit)
-            n_tasks = len(getattr(getattr(op, "plan", None), "tasks", [])) or 1
+            n_tasks = len(getattr(op, "tiles", None) or getattr(getattr(op, "plan", None), "tasks", [])) or 1
             lat, bd, bound = npu_op_cost([w], p)
             cost_of[op.name] = (lat, bd, bound, n_tasks, w.bytes_moved)
     for d in low.decisions:

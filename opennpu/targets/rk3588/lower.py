@@ -15,6 +15,7 @@ decides, node by node, what this slice of the backend really lowers:
   producing a leg writes it in place (DPU destination = buffer base + first group * surface stride, the
   buffer's line/surface strides), and a leg produced on the CPU is written into its slice by its to_npu
   conversion. See ``_decide_concats`` for when a Concat stays on the CPU instead (each with its reason).
+* **pool** ops: MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool/ReduceMean(H, W) on the PPU (pool.py).
 
 Every other node the partitioner put on the NPU is re-placed on the CPU with the reason
 ``rk3588 lowering of <op> not implemented yet (planned: <unit>)``, and any CompileError raised while
@@ -51,6 +52,7 @@ from . import arith
 from . import layout as L
 from .memory import Buffer, MemoryPlan, plan_memory
 from .partition import PartitionPlan, _schedule
+from .pool import POOL_OPS, PoolOp, lower_pool
 from .task import ATOM, ConvTask, datain_channels
 from .tiling import ConvGeometry as TileGeometry
 from .tiling import TilePlan, plan_conv_tiles
@@ -191,7 +193,7 @@ class LoweredSegment:
 class Lowering:
     graph: Graph
     decisions: list[NodeDecision]
-    ops: dict[str, ConvOp | AliasOp | ConcatOp]  # in execution order
+    ops: dict[str, ConvOp | AliasOp | ConcatOp | PoolOp]  # in execution order
     segments: list[LoweredSegment]
     buffers: dict[str, FeatureBuffer]
     views: dict[str, str]  # NPU tensor name -> buffer name
@@ -226,8 +228,9 @@ class Lowering:
 
 
 # Op kinds that may write a concat leg in place: their task builder addresses the DPU destination through
-# ``Lowering.address(op.output, ...)`` with the buffer's surface stride (build_tasks does for ConvOp).
-LEG_WRITERS: tuple[type, ...] = (ConvOp,)
+# ``Lowering.address(op.output, ...)`` with the buffer's surface stride (build_tasks for ConvOp,
+# pool.build_pool_tasks for PoolOp).
+LEG_WRITERS: tuple[type, ...] = (ConvOp, PoolOp)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -615,6 +618,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
     # 1. classify NPU nodes
     specs: dict[int, _ConvSpec] = {}
     aliases: set[int] = set()
+    pools: dict[int, PoolOp] = {}
     for i, n in enumerate(nodes):
         if dec[i].device != "npu":
             continue
@@ -629,6 +633,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                     raise CompileError(_not_yet(f"{n.op_type} {graph.tensor(n.inputs[0]).shape} -> "
                                                 f"{graph.tensor(n.outputs[0]).shape}", "layout"))
                 aliases.add(i)
+            elif n.op_type in POOL_OPS:
+                pools[i] = lower_pool(graph, i, n, n.name or n.outputs[0])
             elif n.op_type in ("Add", "Concat"):
                 pass  # decided in step 2 (Add) and 3b (Concat)
             else:
@@ -666,7 +672,11 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             to_cpu(i, reason)
 
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
-    ops_by_slot: dict[int, ConvOp | AliasOp | ConcatOp] = {}
+    ops_by_slot: dict[int, ConvOp | AliasOp | ConcatOp | PoolOp] = {}
+    for i, pop in pools.items():
+        dec[i].op, dec[i].lowering, dec[i].unit = pop.name, pop.describe(), "PPU"  # also where a depthwise
+        # carrier was planned for an average beyond one PPU window: PPU stages are what is lowered
+        ops_by_slot[i] = pop
     for i, s in list(specs.items()):
         name = nodes[i].name or nodes[i].outputs[0]
         macs = sum(dec[j].macs for j in [i, *s.absorbed])
@@ -728,7 +738,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         segments.append(LoweredSegment(sid, dec[run[0]].device, list(run)))
         for i in run:
             seg_of[i] = sid
-    ops: dict[str, ConvOp | AliasOp | ConcatOp] = {}
+    ops: dict[str, ConvOp | AliasOp | ConcatOp | PoolOp] = {}
     for seg in segments:
         if seg.device == "npu":
             for i in seg.nodes:
@@ -805,9 +815,13 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                     offsets[op.output] = offsets[op.input]
             else:
                 buf = buffer_for(op.output)
-                if buf.producer is None and isinstance(op, ConvOp):
+                if buf.producer is None and isinstance(op, LEG_WRITERS):
                     buf.producer = name
                 touch(buf, step)
+                if isinstance(op, PoolOp):  # intermediate maps of a multi-stage pool live only in this step
+                    for sname, (c, h, w) in op.scratch():
+                        buffers[sname] = FeatureBuffer(sname, c, h, w, _surf_stride(c, h, w), buf.zero_point, name,
+                                                       step, step)
             step += 1
         # NPU tensors (or views) read by later CPU nodes or graph outputs: convert back at the segment end
         for name in seg.ops:

@@ -4,7 +4,8 @@
 segments with the integer executor (``opennpu.quant.executor.run_quantized``, TFLite int8 semantics) on the
 same subgraphs the program embeds, NPU conv ops with ``arith.conv_reference`` (the NPU's integer pipeline:
 zero-point padding, raw MAC, CLIP_TRUNCATE, BS bias/per-channel MUL/ReLU, EW add, OUT_CVT) using the very
-requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; alias ops are reshapes;
+requantization parameters the compiler programmed, on whole (untiled) NCHW tensors; pool ops with
+``arith.pool_reference`` (the PPU's max/min and fixed-point-reciprocal average); alias ops are reshapes;
 concat ops (output addressing) run their Concat node through the integer executor at IR level, on the legs'
 NCHW tensors -- nothing of the addressing (buffers, channel-group offsets, strides) is used.
 
@@ -25,6 +26,7 @@ from opennpu.runtime.cpu import check_feeds
 
 from . import arith
 from .lower import AliasOp, ConcatOp, ConvOp, Lowering, subgraph
+from .pool import PoolOp
 
 
 def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = False) -> dict[str, np.ndarray]:
@@ -47,6 +49,13 @@ def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = F
                 legs = [t for t in node.inputs if t]
                 sub = subgraph(g, op.nodes, legs, [op.output], f"{g.name}/{op.name}")
                 env.update(run_quantized(sub, {t: env[t] for t in legs}))
+                continue
+            if isinstance(op, PoolOp):  # stage by stage (a multi-stage global average rounds after each)
+                pg = op.stages[0]
+                y = np.asarray(env[op.input]).reshape(1, pg.c, pg.in_h, pg.in_w)
+                for pg in op.stages:
+                    y = arith.pool_reference(y, pg)
+                env[op.output] = y.reshape(shape)
                 continue
             assert isinstance(op, ConvOp)
             geo = op.geometry

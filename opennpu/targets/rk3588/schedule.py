@@ -56,6 +56,7 @@ class SchedOp:
     task_reuse: tuple[bool, ...] | None = None  # per-task WEIGHT_REUSE: a True task stays with its predecessor
     output_bo: str | None = None  # BO written (default: the op name)
     input_bos: tuple[str, ...] = ()  # further BOs read (graph inputs, constants written by the host)
+    scratch_bos: tuple[str, ...] = ()  # BOs written and read only inside the op (multi-stage pool maps)
 
     @property
     def bo(self) -> str:
@@ -203,7 +204,8 @@ def build_schedule(ops: list[SchedOp], n_cores: int = N_CORES, split: str = "per
         for i, tasks in enumerate(groups):
             out = bo_parts[op.bo][i] if len(groups) > 1 else op.bo
             cyc = sum(op.task_cycles[t] for t in tasks) + task_overhead_cycles * len(tasks) + job_overhead_cycles
-            jobs.append(Job(len(jobs), op.name, tuple(tasks), tuple(dict.fromkeys(reads)), (out,), cycles=cyc))
+            jobs.append(Job(len(jobs), op.name, tuple(tasks), tuple(dict.fromkeys(reads)), (out, *op.scratch_bos),
+                            cycles=cyc))
     _fences(jobs, memory)
     _assign(jobs, n_cores)
     crit: dict[int, int] = {}
