@@ -200,3 +200,29 @@ def out_cvt(x, scale: int, shift: int, offset: int, rounding: RoundingModel = DE
     """DPU OUT_CVT: ``sat8(round(x * scale / 2**shift) + offset)``; the offset (output zero point) is added
     after the shift, as Mesa's OUT_CVT_OFFSET = out_zp - 0x80 requires. Returns int64 in [-128, 127]."""
     return saturate(round_shift(_i64(x) * int(scale), shift, rounding.out_cvt) + int(offset), 8)
+
+
+def ew_mul_stage(x, e, offset: int, scale: int, shift: int, truncate: int, relu: bool = False,
+                 relux: int | None = None, rounding: RoundingModel = DEFAULT_ROUNDING) -> np.ndarray:
+    """DPU EW stage with the MUL op (EW_OP_TYPE=1, our reading [I]): ``sat32(round((x * convert(e)) / 2**T))``
+    with ``T`` = EW_TRUNCATE (NVDLA SDP's EW MUL truncate; rounded like the BS MUL), then ReLU/ReLUx."""
+    prod = _i64(x) * ew_convert(e, offset, scale, shift, rounding)
+    v = saturate(round_shift(prod, truncate, rounding.bs_mul), 32)
+    return relu_stage(v, relu, relux)
+
+
+LUT_LO_ENTRIES = 257  # NVDLA LO (linear-only) table: 257 x 16 bits (nvdla/doc lut-programming.rst)
+LUT_LE_ENTRIES = 65  # NVDLA LE (linear/exponent) table: 65 x 16 bits
+
+
+def lut_lo_stage(x, lo_table, lo_start: int) -> np.ndarray:
+    """DPU LUT, LO table in linear mode with LUT_LO_INDEX_SELECT=0 and zero under/overflow slopes (the only
+    configuration opennpu programs, docs/rk3588-arithmetic.md "LUT activations"): ``index = x - LO_START``;
+    ``index <= 0`` is an underflow and gives ``LO[0]``; ``index >= 256`` an overflow giving ``LO[256]``
+    (``LO[0/256] + (x - START/END) * 0``); otherwise ``LO[index]`` (interpolation fraction 0). NVDLA's index
+    and interpolation math: nvdla/doc lut-programming.rst [R]. Entries are signed 16-bit values."""
+    t = np.asarray(lo_table, dtype=np.int64)
+    if t.shape != (LUT_LO_ENTRIES,):
+        raise ValueError(f"LO table must have {LUT_LO_ENTRIES} entries, got {t.shape}")
+    idx = np.clip(_i64(x) - int(lo_start), 0, LUT_LO_ENTRIES - 1)
+    return t[idx]

@@ -449,7 +449,8 @@ def estimate(compiled: Any, params: CostParams | None = None) -> PerfEstimate:
     for op in low.ops.values():
         if isinstance(op, LW.ConvOp):
             ew = op.ew_input is not None
-            works = conv_task_work(op.plan, "int8", ew_stage=ew, fused_ew_operand=ew)
+            lut = op.requant.lut is not None  # a LUT activation also runs the EW stage (4 elements/cycle)
+            works = conv_task_work(op.plan, "int8", ew_stage=ew or lut, fused_ew_operand=ew)
             lat, bd, bound = npu_op_cost(works, p)
             cost_of[op.name] = (lat, bd, bound, len(works), sum(w.bytes_moved for w in works))
         elif isinstance(op, LW.AliasOp):
