@@ -284,3 +284,49 @@ def test_yolov8n_silu_and_adds_on_npu_emulator_equals_reference(yolo, capsys):
               f"residual Adds: {dict(sorted(add_hist.items()))}")
     assert (n - lut_hist[0]) / n < 0.01
     assert max(abs(k) for k in add_hist) <= 1
+
+
+def test_ew_mul_task_on_emulator_and_words():
+    """Mul of two maps: weight-1 carrier, EW MUL of (e - zp_e) (EW_OP_TYPE=1), product rounded by OUT_CVT."""
+    rng = np.random.default_rng(5)
+    geo = A.ConvGeometry(40, 5, 9, 40, depthwise=True)
+    x = rng.integers(-128, 128, (1, 40, 5, 9), dtype=np.int64).astype(np.int8)
+    e = rng.integers(-128, 128, (1, 40, 5, 9), dtype=np.int64).astype(np.int8)
+    w = np.ones(geo.weight_shape, np.int8)
+    rq = LT.mul_ew(A.compute_requant_params(0.04, 0.03, 0.5, input_zp=-9, output_zp=11, activation="RELU"), 17)
+    t = T.make_conv_task(geo, rq, input_addr=IN, weight_addr=WGT, bias_addr=BIAS, output_addr=OUT,
+                         ew_addr=0x280000, name="mul")
+    emu = C.make_emulator(MEM)
+    emu.write(IN, t.pack_input(x))
+    emu.write(WGT, t.pack_weights(w))
+    emu.write(BIAS, t.pack_bias(None, w))
+    emu.write(t.ew_addr, t.pack_ew(e))
+    buf, places = C.link_conv_tasks([t], CMD)
+    emu.write(CMD, buf)
+    emu.run(places[0].addr, places[0].count)
+    y = t.unpack_output(emu.read(OUT, t.output_bytes))
+    np.testing.assert_array_equal(y, A.conv_reference(x, w, None, rq, geo, e))
+    exact = (x.astype(np.int64) + 9) * (e.astype(np.int64) - 17) * 0.04 * 0.03 / 0.5 + 11
+    assert np.abs(y - np.clip(np.round(exact), 11, 127)).max() <= 1  # ReLU: the clamp at the zero point
+    words = dict(C.emit_conv(t))
+    assert words["DPU_EW_CFG"] & (1 << 2) and (words["DPU_EW_CFG"] >> 16) & 0xF == 0  # EW_OP_TYPE=1, ALU_ALGO=0
+    assert words["DPU_EW_CVT_SCALE_VALUE"] == 1 and words["DPU_EW_CVT_OFFSET_VALUE"] == twos(-17, 32)
+    # an add must not carry a MUL truncate
+    i = max(k for k, wd in enumerate(regcmd.bytes_to_words(buf)) if wd & 0xFFFF == register("DPU_EW_CFG").offset
+            and wd >> 48 == 0x1001)
+    ws = regcmd.bytes_to_words(buf)[: places[0].count]
+    ws[i] = (ws[i] & ~(0xFFFFFFFF << 16)) | ((words["DPU_EW_CFG"] & ~(1 << 2)) | 2 << 16) << 16
+    j = _idx(ws, "DPU_EW_CVT_SCALE_VALUE")
+    ws[j] |= (3 << 22) << 16
+    emu.write(CMD, regcmd.words_to_bytes(ws))
+    with pytest.raises(DeviceError, match="EW_TRUNCATE"):
+        emu.run(places[0].addr, places[0].count)
+
+
+def test_graph_cost_treats_fused_lut_as_part_of_its_conv():
+    from opennpu.targets.rk3588.cost import estimate_graph
+
+    g, _ = _graph("silu")
+    est = {o.name: o for o in estimate_graph(g).ops}
+    assert est["act"].fused_into and est["act"].latency_us == 0.0
+    assert est["conv"].latency_us > 0
