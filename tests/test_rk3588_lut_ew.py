@@ -66,6 +66,10 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
     if case == "mul_const":
         k = rng.uniform(0.2, 3.0, (1, 16, 1, 1)).astype(np.float32)
         g.add_node("Mul", [e, g.add_const("k", k)], ["y"], name="op")
+    elif case == "mul_channel":  # squeeze-and-excitation: a map scaled by a (1, C, 1, 1) map computed from it
+        g.add_node("GlobalAveragePool", [e], ["gap"], name="gap")
+        g.add_node("Sigmoid", [conv("gap", "se", 16, 16)], ["vec"], name="gate")
+        g.add_node("Mul", [e, "vec"], ["y"], name="op")
     elif case == "add_const":
         g.add_node("Add", [g.add_const("k", np.float32(0.75)), e], ["y"], name="op")
     elif case == "lut_carrier":  # the producer is not a conv: the LUT gets its own carrier
@@ -77,10 +81,11 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
     return canonicalize(g), ["op"]
 
 
-CASES = ["silu", "sigmoid", "hardswish", "tanh", "hardsigmoid", "add", "mul", "mul_const", "add_const",
-         "lut_carrier"]
+CASES = ["silu", "sigmoid", "hardswish", "tanh", "hardsigmoid", "add", "mul", "mul_const", "mul_channel",
+         "add_const", "lut_carrier"]
 LOWERING = {"silu": "DPU LUT (LO table) after 'conv'", "add": "EW add on an identity 1x1 depthwise conv carrier",
             "mul": "EW MUL on an identity", "mul_const": "BS per-channel MUL on an identity",
+            "mul_channel": "EW MUL by a per-channel operand on an identity",
             "add_const": "BS bias add on an identity", "lut_carrier": "DPU LUT (LO table) on an identity"}
 
 
@@ -91,7 +96,8 @@ def _per_op_distance(c, feeds) -> dict[str, Counter]:
     for op in c.lowering.conv_ops():
         g = op.geometry
         x = env[op.input].reshape(1, g.in_c, g.in_h, g.in_w)
-        ew = env[op.ew_input].reshape(1, g.out_c, g.out_h, g.out_w) if op.ew_input else None
+        hw = (1, 1) if op.ew_input and op.requant.ew.per_channel else (g.out_h, g.out_w)
+        ew = env[op.ew_input].reshape(1, g.out_c, *hw) if op.ew_input else None
         y = A.conv_reference(x, op.weights, op.bias, op.requant, g, ew).astype(np.int64).reshape(-1)
         out[op.name] = Counter((y - env[op.output].astype(np.int64).reshape(-1)).tolist())
     return out

@@ -83,6 +83,7 @@ class ConvJob:
     bn_shift: int = 0
     ew_op: str = "add"  # EW operand op: "add" (ALU add) or "mul" (EW_OP_TYPE=1)
     ew_truncate: int = 0
+    ew_per_channel: bool = False  # ERDMA per-kernel mode: one operand value per channel
     lut: bool = False  # EW-stage LUT on (LO table, emulator/lut.py)
     lut_start: int = 0
 
@@ -223,7 +224,7 @@ def decode_conv(r: RegisterFile) -> ConvJob:
     ew_on = f("DPU_EW_CFG", "EW_BYPASS") == 0
     lut = ew_on and f("DPU_EW_CFG", "EW_LUT_BYPASS") == 0
     ew = ew_on and f("DPU_EW_CFG", "EW_OP_BYPASS") == 0  # an EW operand is read and combined
-    ew_op, ew_truncate = "add", 0
+    ew_op, ew_truncate, ew_per_channel = "add", 0, False
     ew_relu = ew_relux = None
     ew_offset = ew_scale = ew_shift = 0
     ew_addr = ew_surf = 0
@@ -236,9 +237,12 @@ def decode_conv(r: RegisterFile) -> ConvJob:
                  and f("DPU_EW_CFG", "EW_BINARY_EN") == 0 and f("DPU_EW_CFG", "EW_MUL_PRELU") == 0,
                  f"DPU_EW_CFG=0x{ew_cfg:x}: only an int8 operand from memory, converted and added (EW_OP_TYPE=0, "
                  "ALU_ALGO=2) or multiplied (EW_OP_TYPE=1, ALU_ALGO=0), is modelled")
-        _require(not erdma_off and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_SIZE") == 1
-                 and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_MODE") == 1,
-                 "DPU_RDMA_RDMA_ERDMA_CFG must enable the int8 EW operand read for the EW stage")
+        mode = f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_MODE")
+        _require(not erdma_off and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_SIZE") == 1 and mode in (0, 1)
+                 and f("DPU_EW_CFG", "EW_DATA_MODE") == mode,
+                 "DPU_RDMA_RDMA_ERDMA_CFG must enable the int8 EW operand read for the EW stage, per element "
+                 "(ERDMA_DATA_MODE=1) or per channel (0), with the same DPU_EW_CFG.EW_DATA_MODE")
+        ew_per_channel = mode == 0
         ew_truncate = f("DPU_EW_CVT_SCALE_VALUE", "EW_TRUNCATE")
         _require(ew_op == "mul" or ew_truncate == 0,
                  "DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE is the EW MUL's truncate: it must be 0 for an add")
@@ -249,7 +253,7 @@ def decode_conv(r: RegisterFile) -> ConvJob:
         ew_shift = f("DPU_EW_CVT_SCALE_VALUE", "EW_OP_CVT_SHIFT")
         ew_addr = f("DPU_RDMA_RDMA_EW_BASE_ADDR", "EW_BASE_ADDR")
         ew_surf = ATOM * f("DPU_RDMA_RDMA_EW_SURF_STRIDE", "EW_SURF_STRIDE")
-        _require(_cdiv(out_c_real, ATOM) == 1 or ew_surf >= out_w * out_h * ATOM,
+        _require(_cdiv(out_c_real, ATOM) == 1 or ew_surf >= (ATOM if ew_per_channel else out_w * out_h * ATOM),
                  "DPU_RDMA_RDMA_EW_SURF_STRIDE makes EW operand surfaces overlap")
     else:
         _require(erdma_off, "DPU_RDMA_RDMA_ERDMA_CFG reads an EW operand but DPU_EW_CFG bypasses the EW operand")
@@ -286,7 +290,7 @@ def decode_conv(r: RegisterFile) -> ConvJob:
         ew_relu=bool(ew_relu) or ew_relux is not None, ew_relux=ew_relux,
         out_scale=f("DPU_OUT_CVT_SCALE", "OUT_CVT_SCALE"), out_shift=f(shift_reg, "OUT_CVT_SHIFT"),
         out_offset=r.sfield("DPU_OUT_CVT_OFFSET", "OUT_CVT_OFFSET"), bn_mul=bn_mul, bn_shift=bn_shift, ew_op=ew_op,
-        ew_truncate=ew_truncate, lut=lut, lut_start=lut_start)
+        ew_truncate=ew_truncate, ew_per_channel=ew_per_channel, lut=lut, lut_start=lut_start)
 
 
 def read_weights(mem: Memory, j: ConvJob) -> np.ndarray:
@@ -373,10 +377,11 @@ def run_conv(regs: RegisterFile, mem: Memory, rounding: nm.RoundingModel, lut_ra
     if j.bn_mul is not None:
         v = nm.bs_stage(v, None, j.bn_mul, j.bn_shift, rounding=rounding)
     if j.ew:
-        e = mem.read_surfaces(j.ew_addr, groups_out, j.out_h, j.out_w * ATOM, j.out_w * ATOM, j.ew_surf_bytes,
+        eh, ew_ = (1, 1) if j.ew_per_channel else (j.out_h, j.out_w)  # per channel: broadcast over H x W
+        e = mem.read_surfaces(j.ew_addr, groups_out, eh, ew_ * ATOM, ew_ * ATOM, j.ew_surf_bytes,
                               "DPU EW operand read")
-        e = e.view(np.int8).reshape(groups_out, j.out_h, j.out_w, ATOM).transpose(0, 3, 1, 2)
-        e = e.reshape(lanes, j.out_h, j.out_w)
+        e = e.view(np.int8).reshape(groups_out, eh, ew_, ATOM).transpose(0, 3, 1, 2)
+        e = e.reshape(lanes, eh, ew_)
         if j.ew_op == "mul":
             v = nm.ew_mul_stage(v, e, j.ew_offset, j.ew_scale, j.ew_shift, j.ew_truncate, j.ew_relu, j.ew_relux,
                                 rounding)

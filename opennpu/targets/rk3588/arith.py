@@ -102,6 +102,7 @@ class EwRequant:
     real: float  # the real ratio s_e / s_bs the integers approximate
     op: str = "add"  # "add" (EW ALU add) or "mul" (EW MUL: x * convert(e), then >> truncate)
     truncate: int = 0  # EW MUL truncate (DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE)
+    per_channel: bool = False  # operand is one value per channel (a (1, C, 1, 1) map), broadcast over H x W
 
 
 @dataclass(frozen=True)
@@ -362,8 +363,9 @@ def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray | None, 
         if ew_q is None:
             raise CompileError("requant has a fused add (EW) but no ew operand was given")
         e = _chw(ew_q, "ew operand")
-        if e.shape != (g.out_c, g.out_h, g.out_w):
-            raise CompileError(f"ew operand shape {e.shape} != output {g.out_c}x{g.out_h}x{g.out_w}")
+        want = (g.out_c, 1, 1) if r.ew.per_channel else (g.out_c, g.out_h, g.out_w)
+        if e.shape != want:
+            raise CompileError(f"ew operand shape {e.shape} != {want}")
         if r.ew.op == "mul":
             v = nm.ew_mul_stage(v, e, r.ew.offset, r.ew.scale, r.ew.shift, r.ew.truncate, r.relu, r.relux, rm)
         else:

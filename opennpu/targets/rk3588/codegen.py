@@ -143,7 +143,8 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
     w("DPU_BN_RELUX_CMP_VALUE", 0)
     if ew is not None:
         mul = ew.op == "mul"
-        w("DPU_EW_CFG", EW_CVT_TYPE=1, EW_DATA_MODE=1, EDATA_SIZE=1, EW_ALU_ALGO=0 if mul else 2,
+        mode = 0 if ew.per_channel else 1  # NVDLA ERDMA_DATA_MODE PER_KERNEL=0, PER_ELEMENT=1 [R]; EW_DATA_MODE [I]
+        w("DPU_EW_CFG", EW_CVT_TYPE=1, EW_DATA_MODE=mode, EDATA_SIZE=1, EW_ALU_ALGO=0 if mul else 2,
           EW_RELU_BYPASS=int(not r.relu), EW_RELUX_EN=int(r.relux is not None), EW_LUT_BYPASS=int(lut is None),
           EW_OP_SRC=1, EW_OP_TYPE=int(mul))
         w("DPU_EW_CVT_OFFSET_VALUE", EW_OP_CVT_OFFSET=twos(ew.offset, 32))
@@ -189,7 +190,7 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
     w("DPU_RDMA_RDMA_BN_BASE_ADDR", 0)
     if ew is not None:
         assert task.ew_addr is not None
-        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DATA_MODE=1, ERDMA_DATA_SIZE=1)
+        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DATA_MODE=0 if ew.per_channel else 1, ERDMA_DATA_SIZE=1)
         w("DPU_RDMA_RDMA_EW_BASE_ADDR", EW_BASE_ADDR=task.ew_addr)
         w("DPU_RDMA_RDMA_EW_SURF_STRIDE", EW_SURF_STRIDE=task.ew_surf_stride // ATOM)
     else:

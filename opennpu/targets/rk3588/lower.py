@@ -291,11 +291,13 @@ class _ConvSpec:
     kind: str = "conv"  # "conv", or a carrier for a non-conv node: "lut" | "add" | "mul"
     ew_op: str = "add"
     channel_mul: np.ndarray | None = None  # carrier BS MUL operands (Mul by a constant)
+    ew_per_channel: bool = False  # EW operand of one value per channel (Mul by a (1, C, 1, 1) map)
 
 
 def _carrier_spec(i: int, node: Node, c: LT.Carrier) -> _ConvSpec:
     return _ConvSpec(i, c.input, node.outputs[0], c.weights, c.w_scales, c.bias, c.geometry, node.attrs.get("clip"),
-                     ew_input=c.ew_input, kind=c.kind, ew_op=c.ew_op, channel_mul=c.channel_mul)
+                     ew_input=c.ew_input, kind=c.kind, ew_op=c.ew_op, channel_mul=c.channel_mul,
+                     ew_per_channel=c.ew_per_channel)
 
 
 def _conv_spec(graph: Graph, i: int, node: Node) -> _ConvSpec:
@@ -420,7 +422,7 @@ def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
                                            ew_scale=ew_scale if spec.ew_op == "add" else None,
                                            ew_zp=ew_zp if ew_zp is not None and spec.ew_op == "add" else 0)
     if spec.ew_op == "mul" and spec.ew_input is not None:
-        requant = LT.mul_ew(requant, ew_zp or 0)
+        requant = LT.mul_ew(requant, ew_zp or 0, spec.ew_per_channel)
     if spec.channel_mul is not None:
         requant = LT.mul_const(requant, spec.channel_mul)
     if spec.lut is not None:  # the producer's clamp folds into the table
@@ -601,7 +603,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             dec[j].op = name
             if s.kind != "conv" and j == i:
                 what = {"lut": "LUT", "add": "EW add" if s.ew_input else "BS bias add",
-                        "mul": "EW MUL" if s.ew_input else "BS per-channel MUL"}[s.kind]
+                        "mul": ("EW MUL by a per-channel operand" if s.ew_per_channel else "EW MUL") if s.ew_input
+                        else "BS per-channel MUL"}[s.kind]
                 dec[j].lowering = f"{what} on an identity 1x1 depthwise conv carrier"
                 if s.lut is not None:
                     dec[j].lowering = f"{nodes[j].op_type} as a 256-entry DPU LUT (LO table) on an identity 1x1 " \
@@ -744,7 +747,9 @@ def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses
             r = replace(r, channel_mul=r.channel_mul[oc0:oc1])
         ew_addr = None
         if bew is not None:
-            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride + t.out_rows[0] * out_line
+            ew_addr = addr[bew.name] + (oc0 // ATOM) * bew.surf_stride
+            if not (op.requant.ew is not None and op.requant.ew.per_channel):  # a per-channel operand has no rows
+                ew_addr += t.out_rows[0] * out_line
         tasks.append(ConvTask(
             geometry=geo, requant=r,
             input_addr=addr[bin_.name] + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line

@@ -59,6 +59,7 @@ class Carrier:
     geometry: arith.ConvGeometry
     ew_op: str = "add"
     channel_mul: np.ndarray | None = None  # per-channel BS MUL operands (Mul by a constant), shift 0
+    ew_per_channel: bool = False  # the EW operand is a (1, C, 1, 1) map broadcast over H x W
 
 
 def is_lut_op(op_type: str) -> bool:
@@ -183,6 +184,12 @@ def eltwise_carrier(graph: Graph, node: Node) -> Carrier:
     c = geo.in_c
     if len(dyn) == 2:
         a, b = node.inputs
+        if op == "Mul" and _map(graph, a) == (c, 1, 1) != _map(graph, b):  # the full map on the CNA
+            a, b = b, a
+        if op == "Mul" and _map(graph, a) == _map(graph, y) and _map(graph, b) == (c, 1, 1) != _map(graph, y):
+            # SE-block scaling: EW MUL by a per-channel operand (ERDMA per-kernel mode, docs "Element-wise")
+            return Carrier("mul", a, b, np.ones((c, 1, 1, 1), np.int8), np.full(1, _q(graph, b)[0], np.float32),
+                           np.zeros(c, np.int32), geo, "mul", ew_per_channel=True)
         if graph.tensor(a).shape != graph.tensor(b).shape or _map(graph, a) != _map(graph, y):
             raise CompileError(f"rk3588 lowering of {op} broadcasting {graph.tensor(a).shape} and "
                                f"{graph.tensor(b).shape} not implemented yet (planned: EW operand re-layout)")
@@ -211,9 +218,9 @@ def eltwise_carrier(graph: Graph, node: Node) -> Carrier:
                    np.zeros(c, np.int32), geo, channel_mul=codes)
 
 
-def mul_ew(requant: arith.NpuRequant, ew_zp: int) -> arith.NpuRequant:
+def mul_ew(requant: arith.NpuRequant, ew_zp: int, per_channel: bool = False) -> arith.NpuRequant:
     """The EW MUL operands of a dynamic Mul carrier: ``(e - zp) * 1 >> 0``, product not truncated."""
-    return replace(requant, ew=arith.EwRequant(1, 0, -int(ew_zp), 1.0, "mul", 0))
+    return replace(requant, ew=arith.EwRequant(1, 0, -int(ew_zp), 1.0, "mul", 0, per_channel))
 
 
 def mul_const(requant: arith.NpuRequant, codes: np.ndarray) -> arith.NpuRequant:
