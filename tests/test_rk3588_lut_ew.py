@@ -317,6 +317,12 @@ def test_ew_mul_task_on_emulator_and_words():
     words = dict(C.emit_conv(t))
     assert words["DPU_EW_CFG"] & (1 << 2) and (words["DPU_EW_CFG"] >> 16) & 0xF == 0  # EW_OP_TYPE=1, ALU_ALGO=0
     assert words["DPU_EW_CVT_SCALE_VALUE"] == 1 and words["DPU_EW_CVT_OFFSET_VALUE"] == twos(-17, 32)
+    # ERDMA and EW data modes must agree (per element vs per channel)
+    ws = regcmd.bytes_to_words(buf)[: places[0].count]
+    _set("DPU_RDMA_RDMA_ERDMA_CFG", 0 << 30 | 1 << 2)(ws)
+    emu.write(CMD, regcmd.words_to_bytes(ws))
+    with pytest.raises(DeviceError, match="EW_DATA_MODE"):
+        emu.run(places[0].addr, places[0].count)
     # an add must not carry a MUL truncate
     i = max(k for k, wd in enumerate(regcmd.bytes_to_words(buf)) if wd & 0xFFFF == register("DPU_EW_CFG").offset
             and wd >> 48 == 0x1001)

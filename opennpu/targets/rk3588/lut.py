@@ -11,7 +11,8 @@
   the larger scale and the other one through the EW stage (the fused-Add path of lower.py); ``Add`` of a
   per-tensor or per-channel constant: the constant becomes the carrier's bias in accumulator units.
 * **Mul** of two same-shape maps: a weight-1 carrier and the EW stage's MUL (EW_OP_TYPE=1, operand converted
-  with scale 1, shift 0, offset -zp: the exact product reaches OUT_CVT); by a per-tensor or per-channel constant:
+  with scale 1, shift 0, offset -zp: the exact product reaches OUT_CVT), the second map possibly (1, C, 1, 1)
+  (squeeze-and-excitation: the EW operand read per channel); by a per-tensor or per-channel constant:
   a weight-1 carrier whose BS MUL multiplies by the constant's codes minus its zero point (exact).
 
 Everything here returns plain data; lower.py turns it into conv specs.
