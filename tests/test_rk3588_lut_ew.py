@@ -72,9 +72,14 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
         g.add_node("Mul", [e, "vec"], ["y"], name="op")
     elif case == "add_const":
         g.add_node("Add", [g.add_const("k", np.float32(0.75)), e], ["y"], name="op")
-    elif case == "lut_carrier":  # the producer is not a conv: the LUT gets its own carrier
-        g.add_node("Add", [e, g.add_const("k", np.float32(-0.5))], ["ea"], name="op")
+    elif case == "lut_carrier":  # the producer's EW stage is busy (an add of two maps): the LUT gets a carrier
+        g.add_node("Add", [e, f], ["ea"], name="op")
         g.add_node("Sigmoid", ["ea"], ["y"], name="act")
+        g.outputs = ["y", e, f]
+        return canonicalize(g), ["op", "act"]
+    elif case == "add_const_lut":  # a constant Add carrier leaves its EW stage free: the LUT fuses into it
+        g.add_node("Add", [e, g.add_const("k", np.float32(-0.5))], ["ea"], name="op")
+        g.add_node("HardSwish", ["ea"], ["y"], name="act")
         g.outputs = ["y"]
         return canonicalize(g), ["op", "act"]
     g.outputs = ["y"]
@@ -82,11 +87,12 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
 
 
 CASES = ["silu", "sigmoid", "hardswish", "tanh", "hardsigmoid", "add", "mul", "mul_const", "mul_channel",
-         "add_const", "lut_carrier"]
+         "add_const", "lut_carrier", "add_const_lut"]
 LOWERING = {"silu": "DPU LUT (LO table) after 'conv'", "add": "EW add on an identity 1x1 depthwise conv carrier",
             "mul": "EW MUL on an identity", "mul_const": "BS per-channel MUL on an identity",
             "mul_channel": "EW MUL by a per-channel operand on an identity",
-            "add_const": "BS bias add on an identity", "lut_carrier": "DPU LUT (LO table) on an identity"}
+            "add_const": "BS bias add on an identity", "lut_carrier": "DPU LUT (LO table) on an identity",
+            "add_const_lut": "DPU LUT (LO table) after 'op'"}
 
 
 def _per_op_distance(c, feeds) -> dict[str, Counter]:

@@ -509,7 +509,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                                                 f"{graph.tensor(n.outputs[0]).shape}", "layout"))
                 aliases.add(i)
             elif n.op_type in ("Add", "Mul") or (dec[i].unit == "DPU-LUT" and LT.is_lut_op(n.op_type)):
-                pass  # decided in steps 1b / 2
+                pass  # decided in steps 2 / 2b
             else:
                 raise CompileError(_not_yet(n.op_type, dec[i].unit))
         except OpenNPUError as e:
@@ -519,26 +519,6 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         for j in s.absorbed:
             aliases.discard(j)
             dec[j].device, dec[j].reason = "npu", None
-
-    # 1b. LUT activations: fused into the conv producing their input (the LUT's position), else on a carrier
-    for i, n in enumerate(nodes):
-        if dec[i].device != "npu" or dec[i].unit != "DPU-LUT" or not LT.is_lut_op(n.op_type):
-            continue
-        try:
-            x = n.inputs[0]
-            table = LT.activation_table(graph, n)
-            p = producers.get(x)
-            pi = index_of[id(p)] if p is not None else None
-            s = specs.get(pi) if pi is not None else None
-            if s is not None and s.kind == "conv" and s.lut is None and s.fused_add is None and s.output == x \
-                    and x not in graph.outputs and len(consumers.get(x, [])) == 1:
-                s.lut, s.output = LT.LutFusion(i, table, x), n.outputs[0]
-            else:
-                s = _carrier_spec(i, n, LT.lut_carrier(graph, n))
-                s.lut = LT.LutFusion(i, table, x)
-                specs[i] = s
-        except OpenNPUError as e:
-            to_cpu(i, str(e))
 
     # 2. fuse Adds into the conv producing one operand (executed at the Add's position); other Adds and Muls on
     # an identity 1x1 depthwise carrier (lut.py)
@@ -575,6 +555,29 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             except OpenNPUError as e:
                 to_cpu(i, f"{reason}: {e}")
 
+    # 2b. LUT activations: fused into the conv (or constant Add/Mul carrier) producing their input, executed at the
+    # LUT's position; else on a carrier of their own
+    for i, n in enumerate(nodes):
+        if dec[i].device != "npu" or dec[i].unit != "DPU-LUT" or not LT.is_lut_op(n.op_type):
+            continue
+        try:
+            x = n.inputs[0]
+            table = LT.activation_table(graph, n)
+            p = producers.get(x)
+            pi = index_of[id(p)] if p is not None else None
+            s = specs.get(pi) if pi is not None else None
+            # a conv, or a carrier whose EW stage is free (constant Add / Mul): BS -> BN MUL -> LUT
+            bs_only = s is not None and (s.kind == "conv" or s.kind in ("add", "mul") and s.ew_input is None)
+            if bs_only and s.lut is None and s.fused_add is None and s.output == x \
+                    and x not in graph.outputs and len(consumers.get(x, [])) == 1:
+                s.lut, s.output = LT.LutFusion(i, table, x), n.outputs[0]
+            else:
+                s = _carrier_spec(i, n, LT.lut_carrier(graph, n))
+                s.lut = LT.LutFusion(i, table, x)
+                specs[i] = s
+        except OpenNPUError as e:
+            to_cpu(i, str(e))
+
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
     ops_by_slot: dict[int, ConvOp | AliasOp] = {}
     for i, s in list(specs.items()):
@@ -583,7 +586,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         try:
             op = _finish_conv(graph, s, name, macs)
         except OpenNPUError as e:
-            if s.fused_add is None and (s.lut is None or s.kind != "conv"):
+            if s.fused_add is None and (s.lut is None or s.lut.node == i):
                 to_cpu(i, str(e))
                 for j in s.absorbed:
                     to_cpu(j, f"absorbed by {name!r}, which runs on the CPU")
@@ -606,7 +609,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                         "mul": ("EW MUL by a per-channel operand" if s.ew_per_channel else "EW MUL") if s.ew_input
                         else "BS per-channel MUL"}[s.kind]
                 dec[j].lowering = f"{what} on an identity 1x1 depthwise conv carrier"
-                if s.lut is not None:
+                if s.lut is not None and s.lut.node == i:
                     dec[j].lowering = f"{nodes[j].op_type} as a 256-entry DPU LUT (LO table) on an identity 1x1 " \
                                       "depthwise conv carrier"
             elif s.lut is not None and j == s.lut.node:
