@@ -529,9 +529,9 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             try:
                 specs[i] = _carrier_spec(i, n, LT.eltwise_carrier(graph, n))
             except OpenNPUError as e:
-                to_cpu(i, f"{_not_yet('Mul', dec[i].unit)}: {e}")
+                to_cpu(i, f"Mul on an identity 1x1 conv carrier: {e}")
             continue
-        reason = _not_yet("standalone Add", "DPU-EW")
+        reason = "no conv to fuse into"
         shapes = [graph.tensor(t).shape for t in n.inputs[:2]]
         ok = len(n.inputs) == 2 and all(not graph.tensor(t).is_const for t in n.inputs) and \
             shapes[0] == shapes[1] == graph.tensor(n.outputs[0]).shape and _as_map(shapes[0]) is not None and \
@@ -553,7 +553,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             try:
                 specs[i] = _carrier_spec(i, n, LT.eltwise_carrier(graph, n))
             except OpenNPUError as e:
-                to_cpu(i, f"{reason}: {e}")
+                to_cpu(i, f"Add on an identity 1x1 conv carrier ({reason}): {e}")
 
     # 2b. LUT activations: fused into the conv (or constant Add/Mul carrier) producing their input, executed at the
     # LUT's position; else on a carrier of their own
@@ -576,7 +576,7 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                 s.lut = LT.LutFusion(i, table, x)
                 specs[i] = s
         except OpenNPUError as e:
-            to_cpu(i, str(e))
+            to_cpu(i, f"{n.op_type} through the DPU LUT: {e}")
 
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
     ops_by_slot: dict[int, ConvOp | AliasOp] = {}
