@@ -58,6 +58,11 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
         g.add_node(acts[case], [a], ["y"], name="act")
         g.outputs = ["y"]
         return canonicalize(g), ["conv", "act"]
+    if case == "silu_clip":  # a fused clip on the activation (IR attribute "clip") folds into the table
+        a = conv("x", "conv", 24, 8, 3, scale=2.0)
+        g.add_node("Silu", [a], ["y"], {"clip": (-0.1, 0.8)}, name="act")
+        g.outputs = ["y"]
+        return canonicalize(g), ["conv", "act"]
     e, f = conv("x", "e", 16, 8, 3), conv("x", "f", 16, 8, 3, scale=4.0)  # different output scales
     if case in ("add", "mul"):  # e and f are graph outputs too: the op cannot fuse into their convs
         g.add_node(case.capitalize(), [e, f], ["y"], name="op")
@@ -86,7 +91,7 @@ def _graph(case: str) -> tuple[Graph, list[str]]:
     return canonicalize(g), ["op"]
 
 
-CASES = ["silu", "sigmoid", "hardswish", "tanh", "hardsigmoid", "add", "mul", "mul_const", "mul_channel",
+CASES = ["silu", "sigmoid", "hardswish", "tanh", "hardsigmoid", "silu_clip", "add", "mul", "mul_const", "mul_channel",
          "add_const", "lut_carrier", "add_const_lut"]
 LOWERING = {"silu": "DPU LUT (LO table) after 'conv'", "add": "EW add on an identity 1x1 depthwise conv carrier",
             "mul": "EW MUL on an identity", "mul_const": "BS per-channel MUL on an identity",
@@ -148,6 +153,22 @@ def test_emulator_equals_reference(case, capsys):
         assert differ < 0.05, (name, hist)
         if op.kind == "lut":
             assert differ == 0
+
+
+def test_operands_the_carriers_cannot_take_fall_back_with_reasons():
+    g = Graph("bcast")
+    g.add_tensor(Tensor("x", SHAPE, "float32"))
+    g.inputs = ["x"]
+    rng = np.random.default_rng(2)
+    for y, cout in (("e", 16), ("m", 1)):
+        g.add_node("Conv", ["x", g.add_const(y + ".w", rng.standard_normal((cout, 8, 1, 1)).astype(np.float32))], [y],
+                   {"kernel_shape": [1, 1]}, name=y)
+    g.add_node("Mul", ["e", "m"], ["y"], name="op")  # broadcast over channels of a dynamic map
+    g.outputs = ["y"]
+    g = canonicalize(g)
+    c = compile_lowered(g, calibration=[{"x": rng.uniform(-1, 1, SHAPE).astype(np.float32)} for _ in range(2)])
+    d = {x.name: x for x in c.lowering.decisions}["op"]
+    assert d.device == "cpu" and "broadcast" in d.reason
 
 
 def test_lut_table_matches_executor_and_saturates():
