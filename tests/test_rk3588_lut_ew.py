@@ -172,14 +172,14 @@ def test_operands_the_carriers_cannot_take_fall_back_with_reasons():
 
 
 def test_lut_table_matches_executor_and_saturates():
-    """with_lut: LO[i] = table[i - 128] for the 256 codes, LO[256] = table[127]; a producer clamp folds in."""
+    """with_lut: LO[i] = table[i - 128] for the 256 codes, LO[256..512] = table[127]; a producer clamp folds in."""
     table = np.arange(-128, 128, dtype=np.int64)[::-1].astype(np.int8)
     rq = A.compute_requant_params(0.02, 0.01, 0.05, input_zp=3, output_zp=-7, truncate_bits=0)
     lr = LT.with_lut(rq, table)
     assert (lr.out_scale, lr.out_shift, lr.out_offset) == (1, 0, 0)
     assert (lr.lut.bn_mul, lr.lut.bn_shift, lr.lut.lo_start) == (rq.out_scale, rq.out_shift, -128 + 7)
     lo = np.array(lr.lut.lo_table)
-    assert lo.size == 257 and np.array_equal(lo[:256], table) and lo[256] == table[-1]
+    assert lo.size == 513 and np.array_equal(lo[:256], table) and np.all(lo[256:] == table[-1])
     v = np.arange(-400, 400)
     y = nm.lut_lo_stage(v, lo, lr.lut.lo_start)  # int8 code = v + zp, saturated at both ends
     np.testing.assert_array_equal(y, table[np.clip(v - 7, -128, 127) + 128])
@@ -224,13 +224,13 @@ def test_lut_task_on_emulator_and_golden_words():
     assert w["DPU_LUT_ACCESS_CFG"] == 1 << 17 | 1 << 16  # write access, LO table, address 0
     assert w["DPU_LUT_CFG"] == 0x78  # hybrid/oflow/uflow priority (LO always) | LO_LE_MUX=2 (iav's 0x28 has bits 5, 3)
     assert w["DPU_LUT_INFO"] == 0 and w["DPU_LUT_LO_START"] == twos(lut.lo_start, 32)
-    assert w["DPU_LUT_LO_END"] == twos(lut.lo_start + 256, 32)
+    assert w["DPU_LUT_LO_END"] == twos(lut.lo_start + 512, 32)
     assert w["DPU_BN_CFG"] == 1 << 6 | 1 << 1  # BN on: RELU and ALU bypassed, MUL on (register operand)
     assert w["DPU_BN_MUL_CFG"] == lut.bn_mul << 16 | lut.bn_shift << 8
     assert w["DPU_EW_CFG"] == 1 << 9 | 1 << 8 | 1 << 1  # EW on, operand/convert/ReLU bypassed, LUT on
     assert (w["DPU_OUT_CVT_SCALE"], w["DPU_OUT_CVT_SHIFT"], w["DPU_OUT_CVT_OFFSET"]) == (1, 0, 0)
     data = [v for r, v in C.emit_conv(t) if r == "DPU_LUT_ACCESS_DATA"]
-    assert [twos(v, 16) for v in lut.lo_table] == data and len(data) == 257
+    assert [twos(v, 16) for v in lut.lo_table] == data and len(data) == 513
     # the LUT RAM persists: a second run of the same words gives the same bytes
     emu.run(place.addr, place.count)
     np.testing.assert_array_equal(t.unpack_output(emu.read(OUT, t.output_bytes)), ref)
@@ -250,15 +250,15 @@ def _set(reg, value, first=False):
 
 
 MALFORMED = {
-    "LO address out of range": (_set("DPU_LUT_ACCESS_CFG", 1 << 17 | 1 << 16 | 257), "outside the LO table"),
-    "LE address out of range": (_set("DPU_LUT_ACCESS_CFG", 1 << 17 | 70), "outside the LE table"),
+    "LO address out of range": (_set("DPU_LUT_ACCESS_CFG", 1 << 17 | 1 << 16 | 513), "outside the LO table"),
+    "LE address out of range": (_set("DPU_LUT_ACCESS_CFG", 1 << 17 | 700), "outside the LE table"),
     "write past the end of LO": (_set("DPU_LUT_ACCESS_CFG", 1 << 17 | 1 << 16 | 1), "past the end of the LO"),
     "table never written": (_set("DPU_LUT_ACCESS_CFG", 1 << 16), "never written"),
     "data before access cfg": (lambda w: w.__setitem__(_idx(w, "DPU_LUT_ACCESS_CFG"), 0), "before any"),
     "reserved data bits": (_set("DPU_LUT_ACCESS_DATA", 1 << 16), "reserved bits"),
     "reserved access cfg bits": (_set("DPU_LUT_ACCESS_CFG", 1 << 20 | 1 << 17 | 1 << 16), "reserved bits"),
     "interpolation": (_set("DPU_LUT_INFO", 3 << 16), "interpolation"),
-    "LO range not 257 entries": (_set("DPU_LUT_LO_END", 100), "DPU_LUT_LO_END"),
+    "LO range not 513 entries": (_set("DPU_LUT_LO_END", 256), "DPU_LUT_LO_END"),
     "extrapolation slope": (_set("DPU_LUT_LO_SLOPE_SCALE", 5), "SLOPE"),
     "LE table selection": (_set("DPU_LUT_CFG", 0x28), "DPU_LUT_CFG"),
     "LUT with ReLU": (_set("DPU_EW_CFG", 1 << 8 | 1 << 1), "ReLU"),

@@ -1,11 +1,13 @@
 """The DPU's LUT RAM and its register protocol, as the emulator models them.
 
 NVDLA SDP's LUT (nvdla/doc ``doc/hw/v1/ias/lut-programming.rst`` [R]; the RK3588 DPU is SDP-like and has the
-same registers, Mesa ``registers.xml`` DPU_LUT_* [R]): two tables of 16-bit entries, LE (65) and LO (257),
-written through ``LUT_ACCESS_CFG`` (table id, access type, start address) followed by ``LUT_ACCESS_DATA`` writes
-that auto-increment the address. "If the address beyond the total LUT entry ... the hardware behavior is
-undefined" (same page): the emulator raises DeviceError instead, like for every other undefined combination.
-NVDLA enums: LUT_TABLE_ID LE=0 / LO=1, LUT_ACCESS_TYPE READ=0 / WRITE=1.
+same registers, Mesa ``registers.xml`` DPU_LUT_* [R]): two tables of 16-bit entries, LE and LO (513 entries each
+on the RK3588, npu_math.LUT_LO_ENTRIES, where NVDLA has 65 / 257), written through ``LUT_ACCESS_CFG`` (table
+id, access type, start address) followed by ``LUT_ACCESS_DATA`` writes that auto-increment the address. "If the
+address beyond the total LUT entry ... the hardware behavior is undefined" (same page): the emulator raises
+DeviceError instead, like for every other undefined combination.
+NVDLA enums, the same in the RK3588 TRM's register description: LUT_TABLE_ID LE=0 / LO=1, LUT_ACCESS_TYPE
+READ=0 / WRITE=1; allbilly/rk3588 examples/silu.py uploads both 513-entry tables this way on the board [3P].
 
 The RAM is per core and survives tasks (it is not part of the ping-pong register groups); an entry read by a
 task but never written raises DeviceError.
@@ -78,8 +80,8 @@ def decode_lut(r: RegisterFile) -> int:
 
     Modelled: LO table in linear mode, LO selected on every hit/miss combination (HYBRID/OFLOW/UFLOW priority
     = 1, NVDLA's selection rules), LUT_LO_LE_MUX=2 (iav/rk3568-npu's value [3P]), no expansion, road 0,
-    LUT_LO_INDEX_SELECT=0 (integer index, no interpolation), LO_END = LO_START + 256 and zero LO slopes (the
-    ends saturate to LO[0] / LO[256]). Anything else raises DeviceError naming the register.
+    LUT_LO_INDEX_SELECT=0 (integer index, no interpolation), LO_END = LO_START + 512 and zero LO slopes (the
+    ends saturate to LO[0] / LO[512]). Anything else raises DeviceError naming the register.
     """
     f = r.field
     cfg = r.get("DPU_LUT_CFG")
@@ -95,9 +97,10 @@ def decode_lut(r: RegisterFile) -> int:
     start = r.sfield("DPU_LUT_LO_START", "LUT_LO_START")
     end = r.sfield("DPU_LUT_LO_END", "LUT_LO_END")
     if end != start + LUT_LO_ENTRIES - 1:
-        raise DeviceError(f"DPU_LUT_LO_END={end} != LUT_LO_START + 256 = {start + LUT_LO_ENTRIES - 1} "
-                          "(the LO range must span the 257 entries at index select 0)")
+        raise DeviceError(f"DPU_LUT_LO_END={end} != LUT_LO_START + {LUT_LO_ENTRIES - 1} = "
+                          f"{start + LUT_LO_ENTRIES - 1} (the LO range must span its {LUT_LO_ENTRIES} entries at "
+                          "index select 0)")
     if r.get("DPU_LUT_LO_SLOPE_SCALE") or r.get("DPU_LUT_LO_SLOPE_SHIFT"):
         raise DeviceError("DPU_LUT_LO_SLOPE_SCALE/SHIFT: out-of-range extrapolation is not modelled (slopes 0: the "
-                          "ends saturate to LO[0] / LO[256])")
+                          "ends saturate to the first / last LO entry)")
     return start

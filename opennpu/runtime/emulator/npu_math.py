@@ -211,15 +211,17 @@ def ew_mul_stage(x, e, offset: int, scale: int, shift: int, truncate: int, relu:
     return relu_stage(v, relu, relux)
 
 
-LUT_LO_ENTRIES = 257  # NVDLA LO (linear-only) table: 257 x 16 bits (nvdla/doc lut-programming.rst)
-LUT_LE_ENTRIES = 65  # NVDLA LE (linear/exponent) table: 65 x 16 bits
+# RK3588 LUT tables: LE (id 0) and LO (id 1) of 513 x 16 bits each -- allbilly/rk3588 examples/silu.py @8a1c572a
+# (LUT_SIZE = 513 per table, run on the board, "mirrors experimental/rknnops.h") [3P]; NVDLA's are 65 / 257.
+LUT_LO_ENTRIES = 513
+LUT_LE_ENTRIES = 513
 
 
 def lut_lo_stage(x, lo_table, lo_start: int) -> np.ndarray:
     """DPU LUT, LO table in linear mode with LUT_LO_INDEX_SELECT=0 and zero under/overflow slopes (the only
     configuration opennpu programs, docs/rk3588-arithmetic.md "LUT activations"): ``index = x - LO_START``;
-    ``index <= 0`` is an underflow and gives ``LO[0]``; ``index >= 256`` an overflow giving ``LO[256]``
-    (``LO[0/256] + (x - START/END) * 0``); otherwise ``LO[index]`` (interpolation fraction 0). NVDLA's index
+    ``index <= 0`` is an underflow and gives ``LO[0]``; ``index >= 512`` an overflow giving ``LO[512]``
+    (``LO[0/512] + (x - START/END) * 0``); otherwise ``LO[index]`` (interpolation fraction 0). NVDLA's index
     and interpolation math: nvdla/doc lut-programming.rst [R]. Entries are signed 16-bit values."""
     t = np.asarray(lo_table, dtype=np.int64)
     if t.shape != (LUT_LO_ENTRIES,):

@@ -108,7 +108,7 @@ class EwRequant:
 @dataclass(frozen=True)
 class LutStage:
     """A LUT activation in the DPU (targets/rk3588/lut.py builds it): the BN MUL ``(v * bn_mul) >> bn_shift``
-    requantizes the BS output to the activation's int8 input domain without its zero point, the LO table (257
+    requantizes the BS output to the activation's int8 input domain without its zero point, the LO table (513
     signed 16-bit entries) is indexed by ``v - lo_start`` and OUT_CVT passes the entry through (scale 1, shift 0,
     offset 0). ``lo_start = -128 - zp`` so index i is the int8 input code ``i - 128``."""
 

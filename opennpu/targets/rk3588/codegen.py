@@ -214,8 +214,9 @@ def emit_lut(lut: LutStage) -> list[tuple[str, int]]:
     enums: LUT_TABLE_ID LE=0 / LO=1, LUT_ACCESS_TYPE READ=0 / WRITE=1 [R, nvdla hw manual]. LUT_CFG: the three
     priority bits select the LO table on every hit/miss combination (NVDLA's selection logic), LUT_LO_LE_MUX=2
     as iav/rk3568-npu programs it for SiLU (LUT_CFG 0x28 there, meaning of the field unknown [3P]).
-    LO linear mode with LUT_LO_INDEX_SELECT=0 (no interpolation fraction), LO_END = LO_START + 256 and zero
-    under/overflow slopes: out-of-range inputs give LO[0] / LO[256] (saturation).
+    Table size 513 (npu_math.LUT_LO_ENTRIES, allbilly/rk3588 examples/silu.py [3P]). LO linear mode with
+    LUT_LO_INDEX_SELECT=0 (no interpolation fraction), LO_END = LO_START + 512 and zero under/overflow slopes:
+    out-of-range inputs give LO[0] / LO[512] (saturation).
     """
     if len(lut.lo_table) != LUT_LO_ENTRIES:
         raise CompileError(f"LUT LO table has {len(lut.lo_table)} entries, the DPU's has {LUT_LO_ENTRIES}")

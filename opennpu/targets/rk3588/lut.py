@@ -120,7 +120,8 @@ def with_lut(requant: arith.NpuRequant, table: np.ndarray, in_clamp: tuple[int, 
     """Turn the requantization of a conv into its int8 output domain (``requant`` computed for the LUT input
     tensor, no ReLU) into conv + LUT: the OUT_CVT operands move to the BN MUL (the zero point to LUT_LO_START),
     OUT_CVT becomes the identity. ``in_clamp`` (a clamp the producer applied to its int8 output) is folded into
-    the table: LO[i] = table[clamp(i - 128)], LO[256] = LO[255] (overflow)."""
+    the table: LO[i] = table[clamp(i - 128)] for i < 256 and LO[256..512] = table[clamp(127)] (codes above 127
+    and the overflow saturate)."""
     if requant.relu or requant.relux is not None or requant.ew is not None:
         raise CompileError("a LUT activation after a clamped or EW-fused conv is not lowered")
     if not 0 <= requant.out_shift <= BN_SHIFT_MAX or not 0 < requant.out_scale <= BN_MUL_MAX:
@@ -128,7 +129,7 @@ def with_lut(requant: arith.NpuRequant, table: np.ndarray, in_clamp: tuple[int, 
                            f"(operand <= {BN_MUL_MAX}, shift <= {BN_SHIFT_MAX})")
     t = np.asarray(table, np.int64)
     codes = np.clip(np.arange(-128, 128), in_clamp[0], in_clamp[1])
-    lo = np.append(t[codes + 128], t[codes[-1] + 128])
+    lo = np.append(t[codes + 128], np.full(LUT_LO_ENTRIES - 256, t[codes[-1] + 128]))
     if lo.size != LUT_LO_ENTRIES:
         raise CompileError(f"LO table of {lo.size} entries, the DPU's has {LUT_LO_ENTRIES}")
     stage = arith.LutStage(requant.out_scale, requant.out_shift, -128 - requant.out_offset,
