@@ -225,6 +225,7 @@ def test_lut_task_on_emulator_and_golden_words():
     assert w["DPU_LUT_CFG"] == 0x78  # hybrid/oflow/uflow priority (LO always) | LO_LE_MUX=2 (iav's 0x28 has bits 5, 3)
     assert w["DPU_LUT_INFO"] == 0 and w["DPU_LUT_LO_START"] == twos(lut.lo_start, 32)
     assert w["DPU_LUT_LO_END"] == twos(lut.lo_start + 512, 32)
+    assert w["DPU_LUT_LE_START"] == 0x7FFFFFFF  # LE never hits
     assert w["DPU_BN_CFG"] == 1 << 6 | 1 << 1  # BN on: RELU and ALU bypassed, MUL on (register operand)
     assert w["DPU_BN_MUL_CFG"] == lut.bn_mul << 16 | lut.bn_shift << 8
     assert w["DPU_EW_CFG"] == 1 << 9 | 1 << 8 | 1 << 1  # EW on, operand/convert/ReLU bypassed, LUT on
@@ -261,6 +262,7 @@ MALFORMED = {
     "LO range not 513 entries": (_set("DPU_LUT_LO_END", 256), "DPU_LUT_LO_END"),
     "extrapolation slope": (_set("DPU_LUT_LO_SLOPE_SCALE", 5), "SLOPE"),
     "LE table selection": (_set("DPU_LUT_CFG", 0x28), "DPU_LUT_CFG"),
+    "LE table can hit": (_set("DPU_LUT_LE_START", 0), "DPU_LUT_LE_START"),
     "LUT with ReLU": (_set("DPU_EW_CFG", 1 << 8 | 1 << 1), "ReLU"),
     "BN ALU": (_set("DPU_BN_CFG", 1 << 6), "BN"),
     "BN bypassed, EW LUT only": (_set("DPU_EW_CFG", 1 << 9 | 1 << 8 | 1 << 7 | 1 << 1), "without operand"),

@@ -78,10 +78,11 @@ class LutRam:
 def decode_lut(r: RegisterFile) -> int:
     """Validate the LUT configuration opennpu's model covers and return LUT_LO_START (signed).
 
-    Modelled: LO table in linear mode, LO selected on every hit/miss combination (HYBRID/OFLOW/UFLOW priority
-    = 1, NVDLA's selection rules), LUT_LO_LE_MUX=2 (iav/rk3568-npu's value [3P]), no expansion, road 0,
-    LUT_LO_INDEX_SELECT=0 (integer index, no interpolation), LO_END = LO_START + 512 and zero LO slopes (the
-    ends saturate to LO[0] / LO[512]). Anything else raises DeviceError naming the register.
+    Modelled: LO table in linear mode, LO selected on every hit/miss combination (LUT_LE_START = INT32_MAX so
+    every input underflows LE, HYBRID/OFLOW/UFLOW priority = 1 = LO; NVDLA's selection rules), LUT_LO_LE_MUX=2
+    (iav/rk3568-npu's and allbilly/rk3588's value [3P]), no expansion, road 0, LUT_LO_INDEX_SELECT=0 (integer
+    index, no interpolation), LO_END = LO_START + 512 and zero LO slopes (the ends saturate to LO[0] / LO[512]).
+    Anything else raises DeviceError naming the register.
     """
     f = r.field
     cfg = r.get("DPU_LUT_CFG")
@@ -91,6 +92,10 @@ def decode_lut(r: RegisterFile) -> int:
             and f("DPU_LUT_CFG", "LUT_CAL_SEL") == 0 and cfg >> 8 == 0):
         raise DeviceError(f"DPU_LUT_CFG=0x{cfg:x}: only the LO table selected on every hit/miss (priorities 1, "
                           "LO_LE_MUX=2, no expansion) is modelled")
+    if r.sfield("DPU_LUT_LE_START", "LUT_LE_START") != (1 << 31) - 1:
+        raise DeviceError(f"DPU_LUT_LE_START={r.sfield('DPU_LUT_LE_START', 'LUT_LE_START')}: the LE table could be "
+                          "selected (it hits above its start); only LE_START = INT32_MAX (LE never hits, LO always "
+                          "selected) is modelled")
     if f("DPU_LUT_INFO", "LUT_LO_INDEX_SELECT") != 0:
         raise DeviceError(f"DPU_LUT_INFO.LUT_LO_INDEX_SELECT={f('DPU_LUT_INFO', 'LUT_LO_INDEX_SELECT')}: "
                           "interpolation between LO entries is not modelled (index select 0 only)")

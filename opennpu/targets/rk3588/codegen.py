@@ -29,6 +29,8 @@ from .arith import LutStage
 from .registers import BLOCKS, pack, twos
 from .task import ATOM, ConvTask
 
+LE_NEVER_HITS = 0x7FFFFFFF  # LUT_LE_START/END: INT32_MAX, every input underflows the LE table
+
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
@@ -216,7 +218,8 @@ def emit_lut(lut: LutStage) -> list[tuple[str, int]]:
     as iav/rk3568-npu programs it for SiLU (LUT_CFG 0x28 there, meaning of the field unknown [3P]).
     Table size 513 (npu_math.LUT_LO_ENTRIES, allbilly/rk3588 examples/silu.py [3P]). LO linear mode with
     LUT_LO_INDEX_SELECT=0 (no interpolation fraction), LO_END = LO_START + 512 and zero under/overflow slopes:
-    out-of-range inputs give LO[0] / LO[512] (saturation).
+    out-of-range inputs give LO[0] / LO[512] (saturation). LUT_LE_START = INT32_MAX: every input underflows the
+    LE table (NVDLA: ``x <= START``), so it never hits and the priorities pick LO on every combination.
     """
     if len(lut.lo_table) != LUT_LO_ENTRIES:
         raise CompileError(f"LUT LO table has {len(lut.lo_table)} entries, the DPU's has {LUT_LO_ENTRIES}")
@@ -230,7 +233,7 @@ def emit_lut(lut: LutStage) -> list[tuple[str, int]]:
         ("DPU_LUT_CFG", pack("DPU_LUT_CFG", LUT_HYBRID_PRIORITY=1, LUT_OFLOW_PRIORITY=1, LUT_UFLOW_PRIORITY=1,
                              LUT_LO_LE_MUX=2)),
         ("DPU_LUT_INFO", pack("DPU_LUT_INFO", LUT_LO_INDEX_SELECT=0, LUT_LE_INDEX_SELECT=0)),
-        ("DPU_LUT_LE_START", 0), ("DPU_LUT_LE_END", 0),
+        ("DPU_LUT_LE_START", LE_NEVER_HITS), ("DPU_LUT_LE_END", LE_NEVER_HITS),
         ("DPU_LUT_LO_START", twos(lut.lo_start, 32)),
         ("DPU_LUT_LO_END", twos(lut.lo_start + LUT_LO_ENTRIES - 1, 32)),
         ("DPU_LUT_LE_SLOPE_SCALE", 0), ("DPU_LUT_LE_SLOPE_SHIFT", 0),
