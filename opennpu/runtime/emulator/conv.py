@@ -15,6 +15,7 @@ from opennpu.errors import DeviceError
 
 from . import npu_math as nm
 from .decoder import RegisterFile
+from .lut import LutRam, decode_lut
 from .memory import Memory
 
 ATOM = 16  # bytes per feature atom = int8 channels per NC1HWC2 group
@@ -78,6 +79,13 @@ class ConvJob:
     out_scale: int
     out_shift: int
     out_offset: int
+    bn_mul: int | None = None  # BN MUL register operand (None: BN bypassed)
+    bn_shift: int = 0
+    ew_op: str = "add"  # EW operand op: "add" (ALU add) or "mul" (EW_OP_TYPE=1)
+    ew_truncate: int = 0
+    ew_per_channel: bool = False  # ERDMA per-kernel mode: one operand value per channel
+    lut: bool = False  # EW-stage LUT on (LO table, emulator/lut.py)
+    lut_start: int = 0
 
 
 def decode_conv(r: RegisterFile) -> ConvJob:
@@ -202,24 +210,42 @@ def decode_conv(r: RegisterFile) -> ConvJob:
         _require(n == out_c_real, f"DPU_RDMA 0x5024 says {n} BS records, the cube has {out_c_real} channels")
     _require(r.get("DPU_BS_OW_OP") == 0 and f("DPU_BS_OW_CFG", "OW_SRC") == 0 and f("DPU_BS_OW_CFG", "OD_BYPASS") == 0,
              "DPU_BS_OW_OP/OW_CFG: a weight offset (asymmetric weights) is not modelled")
-    _require(f("DPU_BN_CFG", "BN_BYPASS") == 1, "DPU_BN_CFG: the BN stage must be bypassed (not modelled)")
+    bn_mul, bn_shift = None, 0
+    if f("DPU_BN_CFG", "BN_BYPASS") == 0:
+        bn = r.get("DPU_BN_CFG")
+        _require(f("DPU_BN_CFG", "BN_ALU_BYPASS") == 1 and f("DPU_BN_CFG", "BN_MUL_BYPASS") == 0
+                 and f("DPU_BN_CFG", "BN_RELU_BYPASS") == 1 and f("DPU_BN_CFG", "BN_RELUX_EN") == 0
+                 and f("DPU_BN_CFG", "BN_MUL_PRELU") == 0 and f("DPU_BN_MUL_CFG", "BN_MUL_SRC") == 0
+                 and f("DPU_BN_MUL_CFG", "BN_TRUNCATE_SRC") == 0,
+                 f"DPU_BN_CFG=0x{bn:x}: only the BN MUL with a register operand (ALU and ReLU bypassed) is modelled")
+        bn_mul = r.sfield("DPU_BN_MUL_CFG", "BN_MUL_OPERAND")
+        bn_shift = f("DPU_BN_MUL_CFG", "BN_MUL_SHIFT_VALUE")
     ew_cfg = r.get("DPU_EW_CFG")
-    ew = f("DPU_EW_CFG", "EW_BYPASS") == 0
+    ew_on = f("DPU_EW_CFG", "EW_BYPASS") == 0
+    lut = ew_on and f("DPU_EW_CFG", "EW_LUT_BYPASS") == 0
+    ew = ew_on and f("DPU_EW_CFG", "EW_OP_BYPASS") == 0  # an EW operand is read and combined
+    ew_op, ew_truncate, ew_per_channel = "add", 0, False
     ew_relu = ew_relux = None
     ew_offset = ew_scale = ew_shift = 0
     ew_addr = ew_surf = 0
     erdma_off = f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DISABLE") == 1
     if ew:
-        _require(f("DPU_EW_CFG", "EW_OP_BYPASS") == 0 and f("DPU_EW_CFG", "EW_OP_SRC") == 1
-                 and f("DPU_EW_CFG", "EW_ALU_ALGO") == 2 and f("DPU_EW_CFG", "EW_OP_CVT_BYPASS") == 0
-                 and f("DPU_EW_CFG", "EW_LUT_BYPASS") == 1 and f("DPU_EW_CFG", "EW_CVT_ROUND") == 0
-                 and f("DPU_EW_CFG", "EW_BINARY_EN") == 0 and f("DPU_EW_CFG", "EW_MUL_PRELU") == 0
-                 and f("DPU_EW_CFG", "EW_OP_TYPE") == 0,
-                 f"DPU_EW_CFG=0x{ew_cfg:x}: only an int8 operand from memory, converted and added, is modelled")
-        _require(not erdma_off and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_SIZE") == 1
-                 and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_MODE") == 1,
-                 "DPU_RDMA_RDMA_ERDMA_CFG must enable the int8 EW operand read for the EW stage")
-        _require(f("DPU_EW_CVT_SCALE_VALUE", "EW_TRUNCATE") == 0, "DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE not modelled")
+        ew_op = "mul" if f("DPU_EW_CFG", "EW_OP_TYPE") == 1 else "add"
+        _require(f("DPU_EW_CFG", "EW_OP_SRC") == 1
+                 and f("DPU_EW_CFG", "EW_ALU_ALGO") == (0 if ew_op == "mul" else 2)
+                 and f("DPU_EW_CFG", "EW_OP_CVT_BYPASS") == 0 and f("DPU_EW_CFG", "EW_CVT_ROUND") == 0
+                 and f("DPU_EW_CFG", "EW_BINARY_EN") == 0 and f("DPU_EW_CFG", "EW_MUL_PRELU") == 0,
+                 f"DPU_EW_CFG=0x{ew_cfg:x}: only an int8 operand from memory, converted and added (EW_OP_TYPE=0, "
+                 "ALU_ALGO=2) or multiplied (EW_OP_TYPE=1, ALU_ALGO=0), is modelled")
+        mode = f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_MODE")
+        _require(not erdma_off and f("DPU_RDMA_RDMA_ERDMA_CFG", "ERDMA_DATA_SIZE") == 1 and mode in (0, 1)
+                 and f("DPU_EW_CFG", "EW_DATA_MODE") == mode,
+                 "DPU_RDMA_RDMA_ERDMA_CFG must enable the int8 EW operand read for the EW stage, per element "
+                 "(ERDMA_DATA_MODE=1) or per channel (0), with the same DPU_EW_CFG.EW_DATA_MODE")
+        ew_per_channel = mode == 0
+        ew_truncate = f("DPU_EW_CVT_SCALE_VALUE", "EW_TRUNCATE")
+        _require(ew_op == "mul" or ew_truncate == 0,
+                 "DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE is the EW MUL's truncate: it must be 0 for an add")
         ew_relu = f("DPU_EW_CFG", "EW_RELU_BYPASS") == 0
         ew_relux = r.sfield("DPU_EW_RELUX_CMP_VALUE", "EW_RELUX_CMP_DAT") if f("DPU_EW_CFG", "EW_RELUX_EN") else None
         ew_offset = r.sfield("DPU_EW_CVT_OFFSET_VALUE", "EW_OP_CVT_OFFSET")
@@ -227,16 +253,22 @@ def decode_conv(r: RegisterFile) -> ConvJob:
         ew_shift = f("DPU_EW_CVT_SCALE_VALUE", "EW_OP_CVT_SHIFT")
         ew_addr = f("DPU_RDMA_RDMA_EW_BASE_ADDR", "EW_BASE_ADDR")
         ew_surf = ATOM * f("DPU_RDMA_RDMA_EW_SURF_STRIDE", "EW_SURF_STRIDE")
-        _require(_cdiv(out_c_real, ATOM) == 1 or ew_surf >= out_w * out_h * ATOM,
+        _require(_cdiv(out_c_real, ATOM) == 1 or ew_surf >= (ATOM if ew_per_channel else out_w * out_h * ATOM),
                  "DPU_RDMA_RDMA_EW_SURF_STRIDE makes EW operand surfaces overlap")
     else:
-        _require(erdma_off, "DPU_RDMA_RDMA_ERDMA_CFG reads an EW operand but DPU_EW_CFG bypasses the EW stage")
+        _require(erdma_off, "DPU_RDMA_RDMA_ERDMA_CFG reads an EW operand but DPU_EW_CFG bypasses the EW operand")
+        _require(not ew_on or (lut and f("DPU_EW_CFG", "EW_RELU_BYPASS") == 1 and f("DPU_EW_CFG", "EW_RELUX_EN") == 0),
+                 f"DPU_EW_CFG=0x{ew_cfg:x}: an EW stage without operand is modelled only as the LUT (ReLU bypassed)")
+    if lut:
+        _require(f("DPU_EW_CFG", "EW_RELU_BYPASS") == 1 and f("DPU_EW_CFG", "EW_RELUX_EN") == 0,
+                 "DPU_EW_CFG: ReLU together with the LUT is not modelled (order unknown)")
     rfm = "DPU_RDMA_RDMA_FEATURE_MODE_CFG"
     _require(f(rfm, "MRDMA_DISABLE") == 1 and f(rfm, "COMB_USE") == 0 and f(rfm, "CONV_MODE") == (3 if dw else 0)
              and f(rfm, "FLYING_MODE") == 0 and f(rfm, "IN_PRECISION") == 0 and f(rfm, "PROC_PRECISION") == 0,
              f"{rfm}=0x{r.get(rfm):x}: only MRDMA disabled, COMB_USE=0, matching CONV_MODE is modelled")
     _require(r.get("DPU_RDMA_RDMA_NRDMA_CFG") == 0, "DPU_RDMA_RDMA_NRDMA_CFG: BN operand stream not modelled")
-    _require(f("DPU_LUT_CFG", "LUT_ROAD_SEL") == 0 and r.get("DPU_LUT_CFG") == 0, "DPU_LUT_CFG: LUT not modelled")
+    lut_start = decode_lut(r) if lut else 0
+    _require(lut or r.get("DPU_LUT_CFG") == 0, "DPU_LUT_CFG is set but DPU_EW_CFG bypasses the LUT")
     shift_reg = "DPU_OUT_CVT_SHIFT"
     _require(f(shift_reg, "CVT_TYPE") == 0 and f(shift_reg, "CVT_ROUND") == 0 and f(shift_reg, "MINUS_EXP") == 0,
              f"{shift_reg}=0x{r.get(shift_reg):x}: CVT_TYPE/CVT_ROUND/MINUS_EXP not modelled")
@@ -257,7 +289,8 @@ def decode_conv(r: RegisterFile) -> ConvJob:
         ew=ew, ew_addr=ew_addr, ew_surf_bytes=ew_surf, ew_offset=ew_offset, ew_scale=ew_scale, ew_shift=ew_shift,
         ew_relu=bool(ew_relu) or ew_relux is not None, ew_relux=ew_relux,
         out_scale=f("DPU_OUT_CVT_SCALE", "OUT_CVT_SCALE"), out_shift=f(shift_reg, "OUT_CVT_SHIFT"),
-        out_offset=r.sfield("DPU_OUT_CVT_OFFSET", "OUT_CVT_OFFSET"))
+        out_offset=r.sfield("DPU_OUT_CVT_OFFSET", "OUT_CVT_OFFSET"), bn_mul=bn_mul, bn_shift=bn_shift, ew_op=ew_op,
+        ew_truncate=ew_truncate, ew_per_channel=ew_per_channel, lut=lut, lut_start=lut_start)
 
 
 def read_weights(mem: Memory, j: ConvJob) -> np.ndarray:
@@ -311,9 +344,13 @@ def read_bs_stream(mem: Memory, j: ConvJob, lanes: int) -> tuple[np.ndarray | No
     return alu, mul
 
 
-def run_conv(regs: RegisterFile, mem: Memory, rounding: nm.RoundingModel) -> ConvJob:
+def run_conv(regs: RegisterFile, mem: Memory, rounding: nm.RoundingModel, lut_ram: LutRam | None = None) -> ConvJob:
     """Decode, read operands, compute, write the output. Returns the decoded job (for traces)."""
     j = decode_conv(regs)
+    lo_table = None
+    if j.lut:
+        _require(lut_ram is not None, "DPU_EW_CFG enables the LUT but this core has no LUT RAM")
+        lo_table = lut_ram.lo_table("DPU LUT")
     groups_in = j.in_c // ATOM
     raw = mem.read_surfaces(j.in_addr, groups_in, j.in_h, j.line_bytes, j.in_w * ATOM, j.surf_bytes,
                             "CNA feature read")
@@ -337,12 +374,21 @@ def run_conv(regs: RegisterFile, mem: Memory, rounding: nm.RoundingModel) -> Con
     v = nm.clip_truncate(acc, j.truncate, rounding.truncate)
     alu, mul = read_bs_stream(mem, j, lanes)
     v = nm.bs_stage(v, alu, mul, j.bs_mul_shift, j.bs_relu, j.bs_relux, rounding)
+    if j.bn_mul is not None:
+        v = nm.bs_stage(v, None, j.bn_mul, j.bn_shift, rounding=rounding)
     if j.ew:
-        e = mem.read_surfaces(j.ew_addr, groups_out, j.out_h, j.out_w * ATOM, j.out_w * ATOM, j.ew_surf_bytes,
+        eh, ew_ = (1, 1) if j.ew_per_channel else (j.out_h, j.out_w)  # per channel: broadcast over H x W
+        e = mem.read_surfaces(j.ew_addr, groups_out, eh, ew_ * ATOM, ew_ * ATOM, j.ew_surf_bytes,
                               "DPU EW operand read")
-        e = e.view(np.int8).reshape(groups_out, j.out_h, j.out_w, ATOM).transpose(0, 3, 1, 2)
-        v = nm.ew_stage(v, e.reshape(lanes, j.out_h, j.out_w), j.ew_offset, j.ew_scale, j.ew_shift,
-                        j.ew_relu, j.ew_relux, rounding)
+        e = e.view(np.int8).reshape(groups_out, eh, ew_, ATOM).transpose(0, 3, 1, 2)
+        e = e.reshape(lanes, eh, ew_)
+        if j.ew_op == "mul":
+            v = nm.ew_mul_stage(v, e, j.ew_offset, j.ew_scale, j.ew_shift, j.ew_truncate, j.ew_relu, j.ew_relux,
+                                rounding)
+        else:
+            v = nm.ew_stage(v, e, j.ew_offset, j.ew_scale, j.ew_shift, j.ew_relu, j.ew_relux, rounding)
+    if lo_table is not None:
+        v = nm.lut_lo_stage(v, lo_table, j.lut_start)
     y = nm.out_cvt(v, j.out_scale, j.out_shift, j.out_offset, rounding).astype(np.int8)
     out = y.reshape(groups_out, ATOM, j.out_h, j.out_w).transpose(0, 2, 3, 1).reshape(groups_out, j.out_h, -1)
     mem.write_surfaces(j.out_addr, out.view(np.uint8), j.out_w * ATOM, j.out_surf_bytes, "DPU output write")

@@ -38,6 +38,7 @@ from .decoder import (
     RegisterSpec,
     decode_word,
 )
+from .lut import LutRam
 from .memory import Memory
 from .ppu import PoolJob, run_pool
 
@@ -74,6 +75,10 @@ class Emulator:
         self.regs = RegisterFile(registers)
         self.irq_raw = 0
         self.trace: list[TaskRecord] = []
+        self.lut = LutRam()  # the DPU LUT RAM, written through register writes (emulator/lut.py)
+        self._lut_ports = {registers.by_name.get("DPU_LUT_ACCESS_CFG"): self.lut.access_cfg,
+                           registers.by_name.get("DPU_LUT_ACCESS_DATA"): self.lut.access_data}
+        self._lut_ports.pop(None, None)
 
     # ------------------------------------------------------------------ memory helpers
     def write(self, addr: int, buf) -> None:
@@ -143,6 +148,9 @@ class Emulator:
                     raise DeviceError(f"{where}: PC register 0x{reg:04x} cannot be written by a regcmd stream")
             else:
                 self.regs.write(target, reg, value, where)
+                port = self._lut_ports.get(reg)
+                if port is not None:  # LUT RAM access: a side effect of the write itself
+                    port(self.regs, where)
         if record is None:
             raise DeviceError(f"task at 0x{addr:x}: {len(words)} fetched words end without an op-enable word "
                               "(0x0081...0008); the PC would wait forever")
@@ -165,6 +173,6 @@ class Emulator:
         if missing:
             raise DeviceError(f"{where}: op-enable value 0x{enable:x} does not enable {', '.join(missing)} "
                               "(a conv task needs CNA, CORE, DPU and DPU_RDMA)")
-        job = run_conv(self.regs, self.memory, self.rounding)
+        job = run_conv(self.regs, self.memory, self.rounding, self.lut)
         self.irq_raw |= IRQ_DPU_0
         return job

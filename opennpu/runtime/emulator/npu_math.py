@@ -222,3 +222,32 @@ def ppu_average(window_sum, recip_w: int, recip_h: int) -> np.ndarray:
     away from zero (nvdla/hw cmod/pdp/NV_NVDLA_pdp.cpp PoolingStage1Calc, POOLING_METHOD_AVE), then
     saturation to int8 [I] (unreachable with reciprocals within 2**-16 of 1/k). Returns int64."""
     return saturate(_mul_recip_round(_mul_recip_round(window_sum, recip_w), recip_h), 8)
+
+
+# ---------------------------------------------------------------------------------------------- DPU EW MUL, LUT
+def ew_mul_stage(x, e, offset: int, scale: int, shift: int, truncate: int, relu: bool = False,
+                 relux: int | None = None, rounding: RoundingModel = DEFAULT_ROUNDING) -> np.ndarray:
+    """DPU EW stage with the MUL op (EW_OP_TYPE=1, our reading [I]): ``sat32(round((x * convert(e)) / 2**T))``
+    with ``T`` = EW_TRUNCATE (NVDLA SDP's EW MUL truncate; rounded like the BS MUL), then ReLU/ReLUx."""
+    prod = _i64(x) * ew_convert(e, offset, scale, shift, rounding)
+    v = saturate(round_shift(prod, truncate, rounding.bs_mul), 32)
+    return relu_stage(v, relu, relux)
+
+
+# RK3588 LUT tables: LE (id 0) and LO (id 1) of 513 x 16 bits each -- allbilly/rk3588 examples/silu.py @8a1c572a
+# (LUT_SIZE = 513 per table, run on the board, "mirrors experimental/rknnops.h") [3P]; NVDLA's are 65 / 257.
+LUT_LO_ENTRIES = 513
+LUT_LE_ENTRIES = 513
+
+
+def lut_lo_stage(x, lo_table, lo_start: int) -> np.ndarray:
+    """DPU LUT, LO table in linear mode with LUT_LO_INDEX_SELECT=0 and zero under/overflow slopes (the only
+    configuration opennpu programs, docs/rk3588-arithmetic.md "LUT activations"): ``index = x - LO_START``;
+    ``index <= 0`` is an underflow and gives ``LO[0]``; ``index >= 512`` an overflow giving ``LO[512]``
+    (``LO[0/512] + (x - START/END) * 0``); otherwise ``LO[index]`` (interpolation fraction 0). NVDLA's index
+    and interpolation math: nvdla/doc lut-programming.rst [R]. Entries are signed 16-bit values."""
+    t = np.asarray(lo_table, dtype=np.int64)
+    if t.shape != (LUT_LO_ENTRIES,):
+        raise ValueError(f"LO table must have {LUT_LO_ENTRIES} entries, got {t.shape}")
+    idx = np.clip(_i64(x) - int(lo_start), 0, LUT_LO_ENTRIES - 1)
+    return t[idx]

@@ -100,6 +100,22 @@ class EwRequant:
     shift: int
     offset: int  # -(zero point of the added tensor, NPU domain)
     real: float  # the real ratio s_e / s_bs the integers approximate
+    op: str = "add"  # "add" (EW ALU add) or "mul" (EW MUL: x * convert(e), then >> truncate)
+    truncate: int = 0  # EW MUL truncate (DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE)
+    per_channel: bool = False  # operand is one value per channel (a (1, C, 1, 1) map), broadcast over H x W
+
+
+@dataclass(frozen=True)
+class LutStage:
+    """A LUT activation in the DPU (targets/rk3588/lut.py builds it): the BN MUL ``(v * bn_mul) >> bn_shift``
+    requantizes the BS output to the activation's int8 input domain without its zero point, the LO table (513
+    signed 16-bit entries) is indexed by ``v - lo_start`` and OUT_CVT passes the entry through (scale 1, shift 0,
+    offset 0). ``lo_start = -128 - zp`` so index i is the int8 input code ``i - 128``."""
+
+    bn_mul: int
+    bn_shift: int
+    lo_start: int
+    lo_table: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,7 @@ class NpuRequant:
     output_zero_point: int = 0
     clamp: tuple[int, int] = (nm.INT8_MIN, nm.INT8_MAX)
     ew: EwRequant | None = None
+    lut: LutStage | None = None  # LUT activation: BN MUL + EW-stage LUT, OUT_CVT identity
     conv_scale: float = 0.0  # the real multiplier OUT_CVT approximates (BS output LSB -> output LSB)
     rounding: RoundingModel = field(default=DEFAULT_ROUNDING)
 
@@ -322,7 +339,8 @@ def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray | None, 
     """The target's integer reference for one conv task: NCHW int8 in (NPU domain) -> (1, Cout, OH, OW) int8.
 
     Follows the hardware order exactly: inputs padded with the input zero point, raw MAC, CLIP_TRUNCATE,
-    BS (corrected bias, per-channel MUL, ReLU unless an EW add follows), EW (fused add + ReLU), OUT_CVT.
+    BS (corrected bias, per-channel MUL, ReLU unless an EW op follows), BN MUL (LUT activations only), EW (fused
+    add or multiply + ReLU), the LUT (LO table), OUT_CVT.
     """
     g = geometry
     x = _chw(x_q, "input")
@@ -339,13 +357,21 @@ def conv_reference(x_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray | None, 
     last_bs = r.ew is None
     v = nm.bs_stage(acc, hw_bias(bias_q, w, r, g.depthwise), r.channel_mul, r.mul_shift,
                     relu=r.relu and last_bs, relux=r.relux if last_bs else None, rounding=rm)
+    if r.lut is not None:  # BN MUL requantizes to the LUT's int8 input domain (docs "LUT activations")
+        v = nm.bs_stage(v, None, r.lut.bn_mul, r.lut.bn_shift, rounding=rm)
     if r.ew is not None:
         if ew_q is None:
             raise CompileError("requant has a fused add (EW) but no ew operand was given")
         e = _chw(ew_q, "ew operand")
-        if e.shape != (g.out_c, g.out_h, g.out_w):
-            raise CompileError(f"ew operand shape {e.shape} != output {g.out_c}x{g.out_h}x{g.out_w}")
-        v = nm.ew_stage(v, e, r.ew.offset, r.ew.scale, r.ew.shift, r.relu, r.relux, rm)
+        want = (g.out_c, 1, 1) if r.ew.per_channel else (g.out_c, g.out_h, g.out_w)
+        if e.shape != want:
+            raise CompileError(f"ew operand shape {e.shape} != {want}")
+        if r.ew.op == "mul":
+            v = nm.ew_mul_stage(v, e, r.ew.offset, r.ew.scale, r.ew.shift, r.ew.truncate, r.relu, r.relux, rm)
+        else:
+            v = nm.ew_stage(v, e, r.ew.offset, r.ew.scale, r.ew.shift, r.relu, r.relux, rm)
+    if r.lut is not None:
+        v = nm.lut_lo_stage(v, r.lut.lo_table, r.lut.lo_start)
     y = nm.out_cvt(v, r.out_scale, r.out_shift, r.out_offset, rm)
     return y.astype(np.int8)[None]
 

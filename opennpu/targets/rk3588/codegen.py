@@ -11,19 +11,25 @@ value does not fit). Where opennpu departs from Mesa it says so below and in doc
 * fused ReLU/ReLU6 use the BS (or EW) ReLU/ReLUx units (Mesa bypasses them);
 * per-channel scales use the BS MUL with an 8-byte BS stream record (iav [3P]) and DPU_RDMA 0x5024 = records-1;
 * a fused add reads its whole operand through the ERDMA (EW_BASE_ADDR, MRDMA disabled), where Mesa points
-  SRC_BASE_ADDR at the operand and EW_BASE_ADDR one surface further with COMB_USE=5 (unexplained).
+  SRC_BASE_ADDR at the operand and EW_BASE_ADDR one surface further with COMB_USE=5 (unexplained);
+* LUT activations: BN MUL (register operand) + EW-stage LUT with the LO table uploaded in the task
+  (:func:`emit_lut`); element-wise Mul: the EW op with EW_OP_TYPE=1 (our reading [I]).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from opennpu.errors import CompileError
 from opennpu.runtime.emulator import Emulator, RegisterSpec
-from opennpu.runtime.emulator.npu_math import DEFAULT_ROUNDING, RoundingModel
+from opennpu.runtime.emulator.npu_math import DEFAULT_ROUNDING, LUT_LO_ENTRIES, RoundingModel
 
 from . import regcmd
+from .arith import LutStage
 from .registers import BLOCKS, pack, twos
 from .task import ATOM, ConvTask
+
+LE_NEVER_HITS = 0x7FFFFFFF  # LUT_LE_START/END: INT32_MAX, every input underflows the LE table
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -127,21 +133,38 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
     w("DPU_BS_OW_OP", OW_OP=0)  # symmetric int8 weights: 0x80 - (wzp + 0x80) = 0
     w("DPU_WDMA_SIZE_0", CHANNEL_WDMA=task.out_channels_aligned - 1)
     w("DPU_WDMA_SIZE_1", HEIGHT_WDMA=g.out_h - 1, WIDTH_WDMA=g.out_w - 1)
-    w("DPU_BN_CFG", BN_RELU_BYPASS=1, BN_MUL_BYPASS=1, BN_ALU_BYPASS=1, BN_BYPASS=1)
-    w("DPU_BN_ALU_CFG", 0)
-    w("DPU_BN_MUL_CFG", 0)
+    lut = r.lut
+    if lut is not None:  # BN MUL with a register operand: requantize to the LUT's int8 input domain
+        w("DPU_BN_CFG", BN_RELU_BYPASS=1, BN_ALU_BYPASS=1)
+        w("DPU_BN_ALU_CFG", 0)
+        w("DPU_BN_MUL_CFG", BN_MUL_OPERAND=lut.bn_mul, BN_MUL_SHIFT_VALUE=lut.bn_shift)
+    else:
+        w("DPU_BN_CFG", BN_RELU_BYPASS=1, BN_MUL_BYPASS=1, BN_ALU_BYPASS=1, BN_BYPASS=1)
+        w("DPU_BN_ALU_CFG", 0)
+        w("DPU_BN_MUL_CFG", 0)
     w("DPU_BN_RELUX_CMP_VALUE", 0)
     if ew is not None:
-        w("DPU_EW_CFG", EW_CVT_TYPE=1, EW_DATA_MODE=1, EDATA_SIZE=1, EW_ALU_ALGO=2,
-          EW_RELU_BYPASS=int(not r.relu), EW_RELUX_EN=int(r.relux is not None), EW_LUT_BYPASS=1, EW_OP_SRC=1)
+        mul = ew.op == "mul"
+        mode = 0 if ew.per_channel else 1  # NVDLA ERDMA_DATA_MODE PER_KERNEL=0, PER_ELEMENT=1 [R]; EW_DATA_MODE [I]
+        w("DPU_EW_CFG", EW_CVT_TYPE=1, EW_DATA_MODE=mode, EDATA_SIZE=1, EW_ALU_ALGO=0 if mul else 2,
+          EW_RELU_BYPASS=int(not r.relu), EW_RELUX_EN=int(r.relux is not None), EW_LUT_BYPASS=int(lut is None),
+          EW_OP_SRC=1, EW_OP_TYPE=int(mul))
         w("DPU_EW_CVT_OFFSET_VALUE", EW_OP_CVT_OFFSET=twos(ew.offset, 32))
-        w("DPU_EW_CVT_SCALE_VALUE", EW_OP_CVT_SHIFT=ew.shift, EW_OP_CVT_SCALE=ew.scale)
+        w("DPU_EW_CVT_SCALE_VALUE", EW_TRUNCATE=ew.truncate, EW_OP_CVT_SHIFT=ew.shift, EW_OP_CVT_SCALE=ew.scale)
         w("DPU_EW_RELUX_CMP_VALUE", EW_RELUX_CMP_DAT=twos(r.relux, 32) if r.relux is not None else 0)
+    elif lut is not None:  # EW stage on, its operand off, the LUT on
+        w("DPU_EW_CFG", EW_RELU_BYPASS=1, EW_OP_CVT_BYPASS=1, EW_OP_BYPASS=1)
+        w("DPU_EW_CVT_OFFSET_VALUE", 0)
+        w("DPU_EW_CVT_SCALE_VALUE", EW_OP_CVT_SCALE=1)
+        w("DPU_EW_RELUX_CMP_VALUE", 0)
     else:
         w("DPU_EW_CFG", EW_RELU_BYPASS=1, EW_OP_CVT_BYPASS=1, EW_LUT_BYPASS=1, EW_OP_BYPASS=1, EW_BYPASS=1)
         w("DPU_EW_CVT_OFFSET_VALUE", 0)
         w("DPU_EW_CVT_SCALE_VALUE", EW_OP_CVT_SCALE=1)
         w("DPU_EW_RELUX_CMP_VALUE", 0)
+    if lut is not None and (r.out_scale, r.out_shift, r.out_offset) != (1, 0, 0):
+        raise CompileError(f"task {task.name!r}: a LUT activation needs the identity OUT_CVT (1, 0, 0), got "
+                           f"({r.out_scale}, {r.out_shift}, {r.out_offset})")
     w("DPU_OUT_CVT_OFFSET", OUT_CVT_OFFSET=twos(r.out_offset, 32))
     w("DPU_OUT_CVT_SCALE", OUT_CVT_SCALE=r.out_scale)
     w("DPU_OUT_CVT_SHIFT", OUT_CVT_SHIFT=r.out_shift)
@@ -149,10 +172,13 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
         w(f"DPU_EW_OP_VALUE_{i}", 0)
     w("DPU_SURFACE_ADD", SURF_ADD=g.out_w * g.out_h * 2 * (2 if dw else 1))  # Mesa's value, meaning unknown
     w("DPU_UNKNOWN_40C4", 0)
-    for name in ("LUT_ACCESS_CFG", "LUT_ACCESS_DATA", "LUT_CFG", "LUT_INFO", "LUT_LE_START", "LUT_LE_END",
-                 "LUT_LO_START", "LUT_LO_END", "LUT_LE_SLOPE_SCALE", "LUT_LE_SLOPE_SHIFT", "LUT_LO_SLOPE_SCALE",
-                 "LUT_LO_SLOPE_SHIFT"):
-        w(f"DPU_{name}", 0)
+    if lut is not None:
+        out.extend(emit_lut(lut))
+    else:
+        for name in ("LUT_ACCESS_CFG", "LUT_ACCESS_DATA", "LUT_CFG", "LUT_INFO", "LUT_LE_START", "LUT_LE_END",
+                     "LUT_LO_START", "LUT_LO_END", "LUT_LE_SLOPE_SCALE", "LUT_LE_SLOPE_SHIFT", "LUT_LO_SLOPE_SCALE",
+                     "LUT_LO_SLOPE_SHIFT"):
+            w(f"DPU_{name}", 0)
 
     w("DPU_RDMA_RDMA_DATA_CUBE_WIDTH", WIDTH=g.out_w - 1)
     w("DPU_RDMA_RDMA_DATA_CUBE_HEIGHT", HEIGHT=g.out_h - 1)
@@ -166,7 +192,7 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
     w("DPU_RDMA_RDMA_BN_BASE_ADDR", 0)
     if ew is not None:
         assert task.ew_addr is not None
-        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DATA_MODE=1, ERDMA_DATA_SIZE=1)
+        w("DPU_RDMA_RDMA_ERDMA_CFG", ERDMA_DATA_MODE=0 if ew.per_channel else 1, ERDMA_DATA_SIZE=1)
         w("DPU_RDMA_RDMA_EW_BASE_ADDR", EW_BASE_ADDR=task.ew_addr)
         w("DPU_RDMA_RDMA_EW_SURF_STRIDE", EW_SURF_STRIDE=task.ew_surf_stride // ATOM)
     else:
@@ -179,6 +205,40 @@ def emit_conv(task: ConvTask) -> list[tuple[str, int]]:
     w("DPU_RDMA_RDMA_PAD_CFG", 0)
     w("DPU_RDMA_RDMA_WEIGHT", E_WEIGHT=1, N_WEIGHT=1, B_WEIGHT=1, M_WEIGHT=1)
     w("DPU_RDMA_RDMA_EW_SURF_NOTCH", 0)
+    return out
+
+
+def emit_lut(lut: LutStage) -> list[tuple[str, int]]:
+    """LUT registers and the LO table upload (docs/rk3588-arithmetic.md "LUT activations").
+
+    NVDLA's upload protocol (nvdla/doc lut-programming.rst [R]): one LUT_ACCESS_CFG write (table id, write
+    access, start address), then one LUT_ACCESS_DATA write per entry with the address auto-incrementing. NVDLA
+    enums: LUT_TABLE_ID LE=0 / LO=1, LUT_ACCESS_TYPE READ=0 / WRITE=1 [R, nvdla hw manual]. LUT_CFG: the three
+    priority bits select the LO table on every hit/miss combination (NVDLA's selection logic), LUT_LO_LE_MUX=2
+    as iav/rk3568-npu programs it for SiLU (LUT_CFG 0x28 there, meaning of the field unknown [3P]).
+    Table size 513 (npu_math.LUT_LO_ENTRIES, allbilly/rk3588 examples/silu.py [3P]). LO linear mode with
+    LUT_LO_INDEX_SELECT=0 (no interpolation fraction), LO_END = LO_START + 512 and zero under/overflow slopes:
+    out-of-range inputs give LO[0] / LO[512] (saturation). LUT_LE_START = INT32_MAX: every input underflows the
+    LE table (NVDLA: ``x <= START``), so it never hits and the priorities pick LO on every combination.
+    """
+    if len(lut.lo_table) != LUT_LO_ENTRIES:
+        raise CompileError(f"LUT LO table has {len(lut.lo_table)} entries, the DPU's has {LUT_LO_ENTRIES}")
+    out: list[tuple[str, int]] = [("DPU_LUT_ACCESS_CFG", pack("DPU_LUT_ACCESS_CFG", LUT_ACCESS_TYPE=1, LUT_TABLE_ID=1,
+                                                               LUT_ADDR=0))]
+    for v in lut.lo_table:
+        if not -(1 << 15) <= int(v) < (1 << 15):
+            raise CompileError(f"LUT entry {v} does not fit 16 signed bits")
+        out.append(("DPU_LUT_ACCESS_DATA", pack("DPU_LUT_ACCESS_DATA", LUT_ACCESS_DATA=twos(int(v), 16))))
+    out += [
+        ("DPU_LUT_CFG", pack("DPU_LUT_CFG", LUT_HYBRID_PRIORITY=1, LUT_OFLOW_PRIORITY=1, LUT_UFLOW_PRIORITY=1,
+                             LUT_LO_LE_MUX=2)),
+        ("DPU_LUT_INFO", pack("DPU_LUT_INFO", LUT_LO_INDEX_SELECT=0, LUT_LE_INDEX_SELECT=0)),
+        ("DPU_LUT_LE_START", LE_NEVER_HITS), ("DPU_LUT_LE_END", LE_NEVER_HITS),
+        ("DPU_LUT_LO_START", twos(lut.lo_start, 32)),
+        ("DPU_LUT_LO_END", twos(lut.lo_start + LUT_LO_ENTRIES - 1, 32)),
+        ("DPU_LUT_LE_SLOPE_SCALE", 0), ("DPU_LUT_LE_SLOPE_SHIFT", 0),
+        ("DPU_LUT_LO_SLOPE_SCALE", 0), ("DPU_LUT_LO_SLOPE_SHIFT", 0),
+    ]
     return out
 
 

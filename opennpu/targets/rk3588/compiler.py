@@ -299,7 +299,8 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
         "ops": [{"name": o.name, "kind": o.kind, "segment": o.segment, "input": o.input, "output": o.output,
                  **({"ew_input": o.ew_input, "macs": o.macs, "tasks": len(o.plan.tasks), "tiling": o.plan.mode,
                      "weight_groups": [list(g) for g in o.plan.groups], "truncate_bits": o.requant.truncate_bits,
-                     "per_channel": o.requant.per_channel, "fused_add": o.ew_input is not None}
+                     "per_channel": o.requant.per_channel,
+                     "fused_add": o.ew_input is not None and o.kind == "conv"}
                     if isinstance(o, LW.ConvOp) else
                     {"tasks": len(o.tiles), "method": o.geometry.method, "kernel": [o.geometry.kh, o.geometry.kw],
                      "stride": list(o.geometry.stride), "pads": list(o.geometry.pads)}

@@ -345,7 +345,14 @@ FREE_UNITS = ("addressing", "layout", "boundary")
 
 def _is_fused(lowering: str | None) -> bool:
     s = (lowering or "").lower()
-    return s.startswith(("ew stage fused", "output saturation of", "absorbed", "no-op")) or "after the producer" in s
+    return s.startswith(("ew stage fused", "output saturation of", "absorbed", "no-op")) or "after the producer" in s \
+        or _lut_after_conv(s)
+
+
+def _lut_after_conv(lowering: str | None) -> bool:
+    """A LUT activation the lowering fuses into its producing conv (lower.py / lut.py): no task of its own."""
+    s = (lowering or "").lower()
+    return any(f"dpu lut after {p} " in s for p in ("conv", "gemm", "matmul"))
 
 
 def _conv_geometry(graph: Graph, node: Node) -> TileGeometry:
@@ -381,8 +388,14 @@ def estimate_graph(graph: Graph, dtype: str = "int8", params: CostParams | None 
     ops: list[OpCost] = []
     notes: list[str] = []
     fused_ew: dict[str, str] = {}  # conv node name -> add node fused into it
+    fused_lut: set[str] = set()  # conv node names whose EW stage runs a fused LUT activation
     for npl in plan.nodes:
         pl = npl.placement
+        if pl.device == "npu" and pl.unit == "DPU-LUT" and _lut_after_conv(pl.lowering):
+            prod = producers.get(graph.nodes[npl.index].inputs[0])
+            if prod is not None:
+                fused_lut.add(prod.name or prod.outputs[0])
+            continue
         if pl.device == "npu" and pl.unit in ("DPU-EW", "DPU-LUT") and _is_fused(pl.lowering):
             node = graph.nodes[npl.index]
             for t in node.inputs:
@@ -407,7 +420,7 @@ def estimate_graph(graph: Graph, dtype: str = "int8", params: CostParams | None 
                 ops.append(OpCost(npl.name, npl.op_type, "cpu", f"tiling: {e}", npl.macs, 0, lat, bd, "cpu"))
                 continue
             ew = npl.name in fused_ew
-            works = conv_task_work(tplan, dtype, ew_stage=ew, fused_ew_operand=ew)
+            works = conv_task_work(tplan, dtype, ew_stage=ew or npl.name in fused_lut, fused_ew_operand=ew)
             lat, bd, bound = npu_op_cost(works, p)
             ops.append(OpCost(npl.name, npl.op_type, "npu", None, npl.macs, len(works), lat, bd, bound,
                               bytes_moved=sum(w.bytes_moved for w in works)))
@@ -449,7 +462,8 @@ def estimate(compiled: Any, params: CostParams | None = None) -> PerfEstimate:
     for op in low.ops.values():
         if isinstance(op, LW.ConvOp):
             ew = op.ew_input is not None
-            works = conv_task_work(op.plan, "int8", ew_stage=ew, fused_ew_operand=ew)
+            lut = op.requant.lut is not None  # a LUT activation also runs the EW stage (4 elements/cycle)
+            works = conv_task_work(op.plan, "int8", ew_stage=ew or lut, fused_ew_operand=ew)
             lat, bd, bound = npu_op_cost(works, p)
             cost_of[op.name] = (lat, bd, bound, len(works), sum(w.bytes_moved for w in works))
         elif isinstance(op, (LW.AliasOp, LW.ConcatOp)):  # views / output addressing: no task

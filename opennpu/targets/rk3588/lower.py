@@ -8,6 +8,10 @@ decides, node by node, what this slice of the backend really lowers:
   (1, C, H, W) map feeding a Gemm is absorbed: the Gemm becomes an HxW conv over the map), each with its
   fused clamp (ReLU/ReLU6 via the DPU ReLU/ReLUx) and, when an Add consumes its only output, that Add fused
   into the DPU EW stage;
+* **LUT activations** (Sigmoid, Tanh, Silu, HardSwish, ...: lut.py): fused into the conv producing their input
+  (BN MUL + DPU LUT, executed at the LUT's position), else on an identity 1x1 depthwise conv carrier;
+* **Add / Mul** that cannot fuse: an identity 1x1 depthwise conv carrier (EW add or EW MUL of a second map, or
+  a constant as bias / depthwise weights, lut.py);
 * **alias** ops: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout whose NC1HWC2 bytes do not change (the
   output is a view of the input buffer);
 * **concat** ops: a channel-axis Concat lowered to output addressing (no task): the output is one NC1HWC2
@@ -50,6 +54,7 @@ from opennpu.quant.fixedpoint import activation_range, round_half_away
 
 from . import arith
 from . import layout as L
+from . import lut as LT
 from .memory import Buffer, MemoryPlan, plan_memory
 from .partition import PartitionPlan, _schedule
 from .pool import POOL_OPS, PoolOp, lower_pool
@@ -333,6 +338,17 @@ class _ConvSpec:
     absorbed: list[int] = field(default_factory=list)  # Flatten nodes absorbed
     ew_input: str | None = None
     fused_add: int | None = None
+    lut: LT.LutFusion | None = None  # LUT activation applied in the DPU (lut.py)
+    kind: str = "conv"  # "conv", or a carrier for a non-conv node: "lut" | "add" | "mul"
+    ew_op: str = "add"
+    channel_mul: np.ndarray | None = None  # carrier BS MUL operands (Mul by a constant)
+    ew_per_channel: bool = False  # EW operand of one value per channel (Mul by a (1, C, 1, 1) map)
+
+
+def _carrier_spec(i: int, node: Node, c: LT.Carrier) -> _ConvSpec:
+    return _ConvSpec(i, c.input, node.outputs[0], c.weights, c.w_scales, c.bias, c.geometry, node.attrs.get("clip"),
+                     ew_input=c.ew_input, kind=c.kind, ew_op=c.ew_op, channel_mul=c.channel_mul,
+                     ew_per_channel=c.ew_per_channel)
 
 
 def _conv_spec(graph: Graph, i: int, node: Node) -> _ConvSpec:
@@ -445,7 +461,7 @@ def _bs_stream(w: np.ndarray, bias: np.ndarray, requant: arith.NpuRequant, depth
 def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
     """Requantization, tiling and packing of one conv spec (CompileError when the slice cannot)."""
     s_in, zp_in = _act_q(graph, spec.input)
-    s_out, zp_out = _act_q(graph, spec.output)
+    s_out, zp_out = _act_q(graph, spec.lut.input if spec.lut is not None else spec.output)
     lo, hi = clip_range(spec.clip, s_out, zp_out)
     ew_scale = ew_zp = None
     if spec.ew_input is not None:
@@ -453,8 +469,15 @@ def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
     g = spec.geometry
     t = arith.truncate_bits_for(_acc_bound(spec.weights))
     requant = arith.compute_requant_params(s_in, spec.w_scales, s_out, input_zp=zp_in, output_zp=zp_out,
-                                           clip=(lo, hi), truncate_bits=t, ew_scale=ew_scale,
-                                           ew_zp=ew_zp if ew_zp is not None else 0)
+                                           clip=(-128, 127) if spec.lut is not None else (lo, hi), truncate_bits=t,
+                                           ew_scale=ew_scale if spec.ew_op == "add" else None,
+                                           ew_zp=ew_zp if ew_zp is not None and spec.ew_op == "add" else 0)
+    if spec.ew_op == "mul" and spec.ew_input is not None:
+        requant = LT.mul_ew(requant, ew_zp or 0, spec.ew_per_channel)
+    if spec.channel_mul is not None:
+        requant = LT.mul_const(requant, spec.channel_mul)
+    if spec.lut is not None:  # the producer's clamp folds into the table
+        requant = LT.with_lut(requant, spec.lut.table, (lo, hi))
     tg = TileGeometry(g.in_c, g.in_h, g.in_w, g.out_c, (g.kh, g.kw), g.stride, g.pads, (1, 1), g.depthwise)
     plan = plan_conv_tiles(tg)
     parts, offsets, off = [], [], 0
@@ -463,10 +486,11 @@ def _finish_conv(graph: Graph, spec: _ConvSpec, name: str, macs: int) -> ConvOp:
         parts.append(blob)
         offsets.append(off)
         off += blob.size
-    nodes = sorted(spec.absorbed + [spec.node] + ([spec.fused_add] if spec.fused_add is not None else []))
+    nodes = sorted({*spec.absorbed, spec.node, *([spec.fused_add] if spec.fused_add is not None else []),
+                    *([spec.lut.node] if spec.lut is not None else [])})
     return ConvOp(name, nodes, spec.input, spec.output, spec.ew_input, g, spec.weights, spec.bias, requant, plan,
                   np.concatenate(parts).astype(np.int8), offsets,
-                  _bs_stream(spec.weights, spec.bias, requant, g.depthwise), macs)
+                  _bs_stream(spec.weights, spec.bias, requant, g.depthwise), macs, kind=spec.kind)
 
 
 def _concat_plan(graph: Graph, i: int, node: Node, writer: dict[str, str], npu_made: dict[str, str],
@@ -635,8 +659,8 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                 aliases.add(i)
             elif n.op_type in POOL_OPS:
                 pools[i] = lower_pool(graph, i, n, n.name or n.outputs[0])
-            elif n.op_type in ("Add", "Concat"):
-                pass  # decided in step 2 (Add) and 3b (Concat)
+            elif n.op_type in ("Add", "Mul", "Concat") or (dec[i].unit == "DPU-LUT" and LT.is_lut_op(n.op_type)):
+                pass  # decided in steps 2 / 2b (Add, Mul, LUT activations) and 3b (Concat)
             else:
                 raise CompileError(_not_yet(n.op_type, dec[i].unit))
         except OpenNPUError as e:
@@ -647,11 +671,18 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
             aliases.discard(j)
             dec[j].device, dec[j].reason = "npu", None
 
-    # 2. fuse Adds into the conv producing one operand (executed at the Add's position)
+    # 2. fuse Adds into the conv producing one operand (executed at the Add's position); other Adds and Muls on
+    # an identity 1x1 depthwise carrier (lut.py)
     for i, n in enumerate(nodes):
-        if dec[i].device != "npu" or n.op_type != "Add":
+        if dec[i].device != "npu" or n.op_type not in ("Add", "Mul"):
             continue
-        reason = _not_yet("standalone Add", "DPU-EW")
+        if n.op_type == "Mul":
+            try:
+                specs[i] = _carrier_spec(i, n, LT.eltwise_carrier(graph, n))
+            except OpenNPUError as e:
+                to_cpu(i, f"Mul on an identity 1x1 conv carrier: {e}")
+            continue
+        reason = "no conv to fuse into"
         shapes = [graph.tensor(t).shape for t in n.inputs[:2]]
         ok = len(n.inputs) == 2 and all(not graph.tensor(t).is_const for t in n.inputs) and \
             shapes[0] == shapes[1] == graph.tensor(n.outputs[0]).shape and _as_map(shapes[0]) is not None and \
@@ -662,14 +693,41 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                 p = producers.get(t)
                 pi = index_of[id(p)] if p is not None else None
                 if pi is None or pi not in specs or specs[pi].fused_add is not None or t in graph.outputs \
-                        or len(consumers.get(t, [])) != 1 or specs[pi].clip is not None or other == t:
+                        or len(consumers.get(t, [])) != 1 or specs[pi].clip is not None or other == t \
+                        or specs[pi].kind != "conv" or specs[pi].lut is not None:
                     continue
                 s = specs[pi]
                 s.ew_input, s.fused_add, s.output, s.clip = other, i, n.outputs[0], n.attrs.get("clip")
                 reason = None
                 break
         if reason is not None:
-            to_cpu(i, reason)
+            try:
+                specs[i] = _carrier_spec(i, n, LT.eltwise_carrier(graph, n))
+            except OpenNPUError as e:
+                to_cpu(i, f"Add on an identity 1x1 conv carrier ({reason}): {e}")
+
+    # 2b. LUT activations: fused into the conv (or constant Add/Mul carrier) producing their input, executed at the
+    # LUT's position; else on a carrier of their own
+    for i, n in enumerate(nodes):
+        if dec[i].device != "npu" or dec[i].unit != "DPU-LUT" or not LT.is_lut_op(n.op_type):
+            continue
+        try:
+            x = n.inputs[0]
+            table = LT.activation_table(graph, n)
+            p = producers.get(x)
+            pi = index_of[id(p)] if p is not None else None
+            s = specs.get(pi) if pi is not None else None
+            # a conv, or a carrier whose EW stage is free (constant Add / Mul): BS -> BN MUL -> LUT
+            bs_only = s is not None and (s.kind == "conv" or s.kind in ("add", "mul") and s.ew_input is None)
+            if bs_only and s.lut is None and s.fused_add is None and s.output == x \
+                    and x not in graph.outputs and len(consumers.get(x, [])) == 1:
+                s.lut, s.output = LT.LutFusion(i, table, x), n.outputs[0]
+            else:
+                s = _carrier_spec(i, n, LT.lut_carrier(graph, n))
+                s.lut = LT.LutFusion(i, table, x)
+                specs[i] = s
+        except OpenNPUError as e:
+            to_cpu(i, f"{n.op_type} through the DPU LUT: {e}")
 
     # 3. requantize, tile and pack every conv op; failures go to the CPU with the error as the reason
     ops_by_slot: dict[int, ConvOp | AliasOp | ConcatOp | PoolOp] = {}
@@ -683,13 +741,16 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
         try:
             op = _finish_conv(graph, s, name, macs)
         except OpenNPUError as e:
-            if s.fused_add is None:
+            if s.fused_add is None and (s.lut is None or s.lut.node == i):
                 to_cpu(i, str(e))
                 for j in s.absorbed:
                     to_cpu(j, f"absorbed by {name!r}, which runs on the CPU")
                 continue
-            add = s.fused_add  # retry without the fused Add
-            to_cpu(add, f"Add could not be fused into {name!r}: {e}")
+            if s.lut is not None:  # retry without the fused LUT
+                to_cpu(s.lut.node, f"{nodes[s.lut.node].op_type} could not be fused into {name!r}: {e}")
+                s.lut = None
+            else:  # retry without the fused Add
+                to_cpu(s.fused_add, f"Add could not be fused into {name!r}: {e}")
             s.ew_input, s.fused_add, s.output, s.clip = None, None, nodes[i].outputs[0], nodes[i].attrs.get("clip")
             try:
                 op = _finish_conv(graph, s, name, macs)
@@ -698,7 +759,17 @@ def lower(graph: Graph, plan: PartitionPlan) -> Lowering:
                 continue
         for j in op.nodes:
             dec[j].op = name
-            if j == s.fused_add:
+            if s.kind != "conv" and j == i:
+                what = {"lut": "LUT", "add": "EW add" if s.ew_input else "BS bias add",
+                        "mul": ("EW MUL by a per-channel operand" if s.ew_per_channel else "EW MUL") if s.ew_input
+                        else "BS per-channel MUL"}[s.kind]
+                dec[j].lowering = f"{what} on an identity 1x1 depthwise conv carrier"
+                if s.lut is not None and s.lut.node == i:
+                    dec[j].lowering = f"{nodes[j].op_type} as a 256-entry DPU LUT (LO table) on an identity 1x1 " \
+                                      "depthwise conv carrier"
+            elif s.lut is not None and j == s.lut.node:
+                dec[j].lowering = f"{nodes[j].op_type} as a 256-entry DPU LUT (LO table) after {name!r}"
+            elif j == s.fused_add:
                 dec[j].lowering = f"fused into the DPU EW stage of {name!r}"
             elif j in s.absorbed:
                 dec[j].lowering = f"absorbed by {name!r} (a {op.geometry.kh}x{op.geometry.kw} conv over the map)"
@@ -875,7 +946,9 @@ def build_tasks(op: ConvOp, low: Lowering, addr: dict[str, int], wb: OpAddresses
             r = replace(r, channel_mul=r.channel_mul[oc0:oc1])
         ew_addr = None
         if bew is not None:
-            ew_addr = low.address(op.ew_input, addr) + (oc0 // ATOM) * bew.surf_stride + out_at
+            ew_addr = low.address(op.ew_input, addr) + (oc0 // ATOM) * bew.surf_stride
+            if not (op.requant.ew is not None and op.requant.ew.per_channel):  # a per-channel operand has no rows
+                ew_addr += out_at
         tasks.append(ConvTask(
             geometry=geo, requant=r,
             input_addr=low.address(op.input, addr) + (ic0 // ATOM) * bin_.surf_stride + t.in_rows[0] * in_line

@@ -62,7 +62,8 @@ def run_reference(low: Lowering, feeds: Mapping[str, np.ndarray], keep: bool = F
             x = np.asarray(env[op.input]).reshape(1, geo.in_c, geo.in_h, geo.in_w)
             ew = None
             if op.ew_input is not None:
-                ew = np.asarray(env[op.ew_input]).reshape(1, geo.out_c, geo.out_h, geo.out_w)
+                hw = (1, 1) if op.requant.ew is not None and op.requant.ew.per_channel else (geo.out_h, geo.out_w)
+                ew = np.asarray(env[op.ew_input]).reshape(1, geo.out_c, *hw)
             y = arith.conv_reference(x, op.weights, op.bias, op.requant, geo, ew)
             env[op.output] = y.reshape(shape)
     if keep:

@@ -121,7 +121,7 @@ class ConvTask:
         if self.output_surf_stride < g.out_h * g.out_w * ATOM:
             raise CompileError(f"task {self.name!r}: output surface stride {self.output_surf_stride} is below "
                                f"one surface ({g.out_h * g.out_w * ATOM} bytes)")
-        if self.ew_addr is not None and self.ew_surf_stride < g.out_h * g.out_w * ATOM:
+        if self.ew_addr is not None and self.ew_surf_stride < self.ew_surface_bytes:
             raise CompileError(f"task {self.name!r}: EW surface stride {self.ew_surf_stride} below one surface")
         if self.data_banks + self.weight_banks > CBUF_BANKS or min(self.data_banks, self.weight_banks) < 1:
             raise CompileError(f"task {self.name!r}: CBUF split {self.data_banks}+{self.weight_banks} banks is "
@@ -183,7 +183,13 @@ class ConvTask:
         g = self.geometry
         if self.ew_addr is None:
             return 0
-        return (_cdiv(g.out_c, ATOM) - 1) * self.ew_surf_stride + g.out_h * g.out_w * ATOM
+        return (_cdiv(g.out_c, ATOM) - 1) * self.ew_surf_stride + self.ew_surface_bytes
+
+    @property
+    def ew_surface_bytes(self) -> int:
+        """Bytes of one EW operand surface: a map like the output, or one atom per channel group (per channel)."""
+        g, ew = self.geometry, self.requant.ew
+        return ATOM if ew is not None and ew.per_channel else g.out_h * g.out_w * ATOM
 
     # ------------------------------------------------------------------ operand images
     def pack_input(self, x_q: np.ndarray) -> bytes:
@@ -192,8 +198,9 @@ class ConvTask:
                          self.input_surf_stride, self.requant.input_zero_point)
 
     def pack_ew(self, e_q: np.ndarray) -> bytes:
-        g = self.geometry
-        return _pack_map(e_q, (g.out_c, g.out_h, g.out_w), self.ew_surf_stride, 0)
+        g, ew = self.geometry, self.requant.ew
+        hw = (1, 1) if ew is not None and ew.per_channel else (g.out_h, g.out_w)
+        return _pack_map(e_q, (g.out_c, *hw), self.ew_surf_stride, 0)
 
     def pack_weights(self, w_q: np.ndarray) -> bytes:
         """OIHW int8 weights (depthwise (C, 1, KH, KW)), symmetric -> Mesa's packed layout with the input
