@@ -289,7 +289,7 @@ def vela_in_process(peer: Peer, tflite: Path, accel: str, warm: int, workdir: Pa
 def _fmt(d: dict | None) -> str:
     if not d or "error" in d:
         return (d or {}).get("error", "-")
-    return f"{d['wall_median_s']:.2f} s (min {d['wall_min_s']:.2f}, cpu {d['cpu_median_s']:.2f})"
+    return f"{d['wall_median_s']:.2f} s (min {d['wall_min_s']:.2f})\ncpu {d['cpu_median_s']:.2f} s"
 
 
 def _ratio(a: dict | None, b: dict | None) -> dict | None:
@@ -331,13 +331,13 @@ def print_table(res: dict, console) -> None:
 
     t = Table(title=f"compile time, {res['model']}, {res['n_calibration']} calibration images "
                     f"(median of {res['rounds']}; ours/peer > 1: opennpu slower)")
-    for col in ("what", "opennpu", "peer", "ours/peer wall", "ours/peer cpu"):
+    for col in ("what", "opennpu", "", "peer", "", "ours/peer"):
         t.add_column(col, overflow="fold")
     for c in res["comparisons"]:
         r = c["ratio"]
-        peer = f"{c['peer']}: {_fmt(c['peer_time'])}" if c["peer"] else ""
-        t.add_row(c["what"], _fmt(c["ours_time"]), peer, f"{r['wall']:.2f}x" if r else "",
-                  f"{r['cpu']:.2f}x" if r else "")
+        t.add_row(c["what"], c["ours"], _fmt(c["ours_time"]), c["peer"] and f"{c['peer']}\n{c['peer_does']}",
+                  _fmt(c["peer_time"]) if c["peer"] else "",
+                  f"{r['wall']:.2f}x wall\n{r['cpu']:.2f}x cpu" if r else "")
     console.print(t)
     q = res["ours_in_process"]
     console.print(f"opennpu quantize with round-to-nearest weights (no GPTQ, like rknn's 'normal'): "
@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown peer {p!r} (known: {', '.join(PEERS)})")
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="opennpu-compile-speed-")
     workdir = Path(args.workdir or tmp.name).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
