@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write every measurement here")
     args = ap.parse_args(argv)
     rounds, warm = (1, 0) if args.quick else (args.rounds, 1)
+    warm_runs = 0 if args.quick else rounds  # in-process runs after the cold one (quick: the cold one only)
     peer_names = [p for p in args.peers.split(",") if p]
     for p in peer_names:
         if p not in PEERS:
@@ -382,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tmp.name).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "commands.log"
-    n_steps = 2 + len(peer_names) + (1 + warm) * 2 + 2 + (warm + rounds) * (2 + len(peer_names)) + len(peer_names)
+    n_steps = 2 + len(peer_names) + (1 + warm_runs) * 2 + 2 + (warm + rounds) * (2 + len(peer_names)) + len(peer_names)
     res: dict = {"model": args.model, "n_calibration": args.n_calib, "rounds": rounds, "warmup": warm,
+                 "in_process_warm_runs": warm_runs,
                  "quick": args.quick, "loadavg_before": list(os.getloadavg()), "cpus": os.cpu_count(),
                  "python": platform.python_version(), "machine": platform.machine(), "peers": {}}
     try:
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tick(f"calibration set: {args.n_calib} images, fetching {args.model}")
             inp = prepare_inputs(args.model, args.n_calib, workdir)
-            res["ours_in_process"], tflite = ours_in_process(args.model, inp, warm, tick)
+            res["ours_in_process"], tflite = ours_in_process(args.model, inp, warm_runs, tick)
 
             peers: dict[str, Peer] = {}
             for name in peer_names:
@@ -417,13 +419,14 @@ def main(argv: list[str] | None = None) -> int:
             rk_runs = next((c.results for c in cmds if c.key == "rknn"), [])
             if rk_runs:
                 res["peers"]["rknn-toolkit2"]["whole_process_phases"] = rk_runs
-            if peers.get("rknn-toolkit2") and peers["rknn-toolkit2"].ok:
+            rk = peers.get("rknn-toolkit2")
+            if rk is not None and rk.ok:
                 tick("rknn-toolkit2 in process")
-                res["peers"]["rknn-toolkit2"]["in_process"] = rknn_in_process(peers["rknn-toolkit2"], inp, warm, log)
+                res["peers"]["rknn-toolkit2"]["in_process"] = rknn_in_process(rk, inp, warm_runs, log)
             if peers.get("ethos-u-vela") and peers["ethos-u-vela"].ok:
                 tick("ethos-u-vela in process")
                 res["peers"]["ethos-u-vela"]["in_process"] = vela_in_process(
-                    peers["ethos-u-vela"], tflite, args.accelerator_config, warm, workdir, log)
+                    peers["ethos-u-vela"], tflite, args.accelerator_config, warm_runs, workdir, log)
             progress.update(task, description="done", completed=n_steps)
         res["loadavg_after"] = list(os.getloadavg())
         res["comparisons"] = comparisons(res)
