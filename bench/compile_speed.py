@@ -161,7 +161,8 @@ def ours_in_process(model: str, inp: Inputs, warm: int, tick: Callable[[str], No
     out["stages"] = {k: v.as_dict() for k, v in stages.items()}
     out["runs"] = "warm" if warm else "cold"
 
-    # The same quantization with round-to-nearest weights (no GPTQ), closer to rknn's default min/max 'normal'.
+    # The same quantization with round-to-nearest weights (no GPTQ): the cheapest setting, like rknn's default
+    # quantized_algorithm='normal' as opposed to its 'mmse' / 'kl_divergence' searches.
     rtn = Samples()
     for i in range(1 + warm):
         tick(f"opennpu in process: quantize with round-to-nearest weights {i + 1}/{1 + warm}")

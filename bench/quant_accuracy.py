@@ -29,9 +29,9 @@ so it lives in its own venv under the user cache (bench/_peers.py: created on fi
 torch 2.13.0 instead of the pinned torch, whose CUDA build is several GB) and this bench never imports it. For
 each model the bench writes the calibration inputs as .npy files with a dataset.txt and the eval inputs as one
 .npy, and runs bench/peer_workers/rknn_worker.py in that venv: ``RKNN.config(target_platform="rk3588",
-quantized_dtype="w8a8", quantized_algorithm="normal")``, ``load_onnx``, ``build(do_quantization=True,
-dataset=dataset.txt)``, ``init_runtime()`` (the simulator, no board) and ``inference`` one input at a time; the
-outputs come back as .npy (no pickle) and are scored like every other row::
+quantized_dtype="w8a8", quantized_algorithm="normal", quantized_method="channel")``, ``load_onnx``,
+``build(do_quantization=True, dataset=dataset.txt)``, ``init_runtime()`` (the simulator, no board) and
+``inference`` one input at a time; the outputs come back as .npy (no pickle) and are scored like every other row::
 
     python bench/quant_accuracy.py --models mobilenetv2 --rknn
     # by hand, in the venv bench/_peers.py made (job.json: see the worker's docstring):
@@ -302,7 +302,7 @@ def bench_model(model: str, args, workdir: Path) -> dict:
             except Exception as e:
                 add("ORT minmax QDQ -> opennpu", None, None, error=f"{type(e).__name__}: {e}")
     if args.rknn:
-        label = "rknn-toolkit2 normal (simulator)"
+        label = "rknn-toolkit2 simulator"
         peer = ensure_peer("rknn-toolkit2", reinstall=args.reinstall_peers, status=lambda m: print(m, flush=True))
         if not peer.ok:
             print(f"rknn-toolkit2: not installable here: {peer.reason}", flush=True)

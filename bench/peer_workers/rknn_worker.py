@@ -7,7 +7,8 @@ job.json: {"onnx": path, "inputs": ["input"], "input_size_list": [[1, 3, 224, 22
 "export": path.rknn or null, "repeat": builds in this process (first cold, the rest warm),
 "eval": path.npy (N, C, H, W) or null, "outputs": path.npy for the simulator's outputs (N, ...)}.
 
-Per build: ``RKNN.config(target_platform, quantized_dtype="w8a8", quantized_algorithm="normal")``,
+Per build: ``RKNN.config(target_platform, quantized_dtype="w8a8", quantized_algorithm="normal",
+quantized_method="channel")`` (the toolkit's defaults, spelled out: int8 weights and activations, per-channel weights),
 ``load_onnx``, ``build(do_quantization=True, dataset)``, ``export_rknn``; with "eval", ``init_runtime()``
 (no target: the toolkit's simulator) and ``inference`` one input at a time. result.json holds the wall and
 CPU seconds of the import and of each phase, and the toolkit's version.
@@ -53,7 +54,8 @@ def main(job_path: str, result_path: str) -> int:
         phases: dict[str, dict[str, float]] = {}
         clock.lap()
         rk = RKNN(verbose=False)
-        rk.config(target_platform=job["target"], quantized_dtype="w8a8", quantized_algorithm="normal")
+        rk.config(target_platform=job["target"], quantized_dtype="w8a8", quantized_algorithm="normal",
+                  quantized_method="channel")
         _check(rk.load_onnx(job["onnx"], inputs=job["inputs"], input_size_list=job["input_size_list"]), "load_onnx")
         phases["load"] = clock.lap()
         _check(rk.build(do_quantization=True, dataset=job["dataset"]), "build")
