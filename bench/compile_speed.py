@@ -329,6 +329,8 @@ def comparisons(res: dict) -> list[dict]:
     ]
     out = []
     for what, ours_does, o, peer, peer_does, p in rows:
+        if peer and p is None:
+            p = {"error": "not run" if peer not in peers else f"{peers[peer]['status']}"}
         out.append({"what": what, "ours": ours_does, "ours_time": o, "peer": peer, "peer_does": peer_does,
                     "peer_time": p, "ratio": _ratio(o, p)})
     return out
