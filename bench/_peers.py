@@ -157,8 +157,8 @@ def _run(cmd: list[str], log: Path, timeout: float = 1800) -> str:
         f.write(proc.stdout)
     if proc.returncode != 0:
         errors = [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith("ERROR")]
-        raise InstallError((errors[0] if errors else proc.stdout.strip().splitlines()[-1:] or ["?"])[0]
-                           + f" (log: {log})")
+        first = errors or proc.stdout.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise InstallError(f"{first[0]} (log: {log})")
     return proc.stdout
 
 

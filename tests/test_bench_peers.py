@@ -78,3 +78,13 @@ def test_run_timed_reports_exit_code_and_keeps_output(tmp_path):
     assert run.returncode == 3
     assert "hello" in log.read_text()
     assert run.wall_s >= 0 and run.cpu_s >= 0
+
+
+def test_install_error_names_pips_error_line(tmp_path):
+    log = tmp_path / "install.log"
+    script = "print('Collecting x'); print('ERROR: No matching distribution found for x==9'); raise SystemExit(1)"
+    with pytest.raises(_peers.InstallError, match=r"^ERROR: No matching distribution found for x==9 \(log: "):
+        _peers._run([sys.executable, "-c", script], log)
+    with pytest.raises(_peers.InstallError, match=r"^last words \(log: "):
+        _peers._run([sys.executable, "-c", "print('last words'); raise SystemExit(2)"], log)
+    assert "Collecting x" in log.read_text()
