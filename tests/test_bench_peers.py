@@ -88,3 +88,27 @@ def test_install_error_names_pips_error_line(tmp_path):
     with pytest.raises(_peers.InstallError, match=r"^last words \(log: "):
         _peers._run([sys.executable, "-c", "print('last words'); raise SystemExit(2)"], log)
     assert "Collecting x" in log.read_text()
+
+
+def _timed(wall: float, cpu: float) -> dict:
+    return {"wall_median_s": wall, "wall_min_s": wall, "cpu_median_s": cpu}
+
+
+def test_compile_speed_ratios_are_ours_over_peer_and_missing_peers_are_named():
+    from bench import compile_speed as cs
+
+    stages = {"quantize": _timed(6.0, 9.0), "backend": _timed(0.5, 0.5), "total": _timed(8.0, 11.0)}
+    res = {"whole_process": {"ours_onnx": _timed(30.0, 30.0), "rknn": _timed(7.5, 5.0),
+                             "ours_tflite": _timed(1.0, 1.0)},
+           "ours_in_process": {"stages": stages, "runs": "warm", "quantize_nearest": _timed(2.0, 2.5),
+                               "tflite_compile": _timed(0.3, 0.3)},
+           "peers": {"rknn-toolkit2": {"status": "ok", "in_process": _timed(2.5, 2.0)},
+                     "ethos-u-vela": {"status": "not installable"}}}
+    rows = {r["what"]: r for r in cs.comparisons(res)}
+    assert rows["float ONNX -> program, whole process"]["ratio"] == {"wall": 4.0, "cpu": 6.0}
+    assert rows["  quantize + backend only"]["ours_time"]["wall_median_s"] == 6.5
+    assert rows["  quantize + backend only"]["ratio"] == {"wall": 6.5 / 2.5, "cpu": 9.5 / 2.0}
+    assert rows["  quantize (round-to-nearest weights) + backend"]["ratio"]["wall"] == 2.5 / 2.5
+    vela = rows["int8 TFLite -> program, whole process"]
+    assert vela["ratio"] is None and vela["peer_time"] == {"error": "not installable"}
+    assert cs._fmt(vela["peer_time"]) == "not installable"
