@@ -23,19 +23,21 @@ real photos (``opennpu.data.augment.imagenet_eval_set``; calibration: 64 views f
 ``imagenet_calibration_set``, disjoint from the eval views). Times are wall-clock
 seconds for quantization (calibration included) and for evaluating the whole set.
 
-Optional peer, rknn-toolkit2 (Rockchip's converter + simulator). PyPI serves rknn-toolkit2 2.5.0 as a
-CPython 3.11 manylinux x86_64 wheel, but it pins numpy<=1.26.4, onnx<=1.18, protobuf<=4.25.4 and
-torch<=2.4.0 (plus opencv-python, scipy, fast-histogram), so it must live in its own venv and this bench
-never imports it; it is not run by CI::
+Optional peer, rknn-toolkit2 (Rockchip's converter + its simulator), ``--rknn``. PyPI serves rknn-toolkit2 2.5.0
+as a CPython 3.11 manylinux x86_64 wheel pinning numpy<=1.26.4, onnx<=1.18, protobuf<=4.25.4 and torch<=2.4.0,
+so it lives in its own venv under the user cache (bench/_peers.py: created on first use, with the local CPU
+torch 2.13.0 instead of the pinned torch, whose CUDA build is several GB) and this bench never imports it. For
+each model the bench writes the calibration inputs as .npy files with a dataset.txt and the eval inputs as one
+.npy, and runs bench/peer_workers/rknn_worker.py in that venv: ``RKNN.config(target_platform="rk3588",
+quantized_dtype="w8a8", quantized_algorithm="normal", quantized_method="channel")``, ``load_onnx``,
+``build(do_quantization=True, dataset=dataset.txt)``, ``init_runtime()`` (the simulator, no board) and
+``inference`` one input at a time; the outputs come back as .npy (no pickle) and are scored like every other row::
 
-    python3.11 -m venv /opt/rknn && /opt/rknn/bin/pip install rknn-toolkit2==2.5.0
-    python bench/quant_accuracy.py --export-rknn-inputs /tmp/rknn_in   # writes model.onnx, calib list, eval .npy
-    /opt/rknn/bin/python bench/quant_accuracy.py --rknn-worker /tmp/rknn_in   # in the rknn venv
-    python bench/quant_accuracy.py --models mnist-cnn --rknn-results /tmp/rknn_in   # adds the rknn row
+    python bench/quant_accuracy.py --models mobilenetv2 --rknn
+    # by hand, in the venv bench/_peers.py made (job.json: see the worker's docstring):
+    ~/.cache/opennpu/peers/rknn-toolkit2/bin/python bench/peer_workers/rknn_worker.py job.json result.json
 
-The worker runs ``RKNN.config(target_platform="rk3588", quantized_dtype="w8a8",
-quantized_algorithm="normal")``, ``load_onnx``, ``build(do_quantization=True, dataset=calib.txt)``,
-``init_runtime()`` (the simulator, no board) and ``inference`` on the saved inputs, writing logits .npy.
+If the venv cannot be made, the bench prints "rknn-toolkit2: not installable here: <reason>" and goes on.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-if "--rknn-worker" not in sys.argv:  # the rknn venv has rknn-toolkit2's pinned numpy/onnx, not opennpu's
-    from opennpu import data, load_model, run_graph
-    from opennpu.zoo import fetch
+from bench._peers import ensure_peer, run_timed, worker  # noqa: E402
+from opennpu import data, load_model, run_graph  # noqa: E402
+from opennpu.zoo import fetch  # noqa: E402
 
 IMAGENET = ("mobilenetv2", "efficientnet-lite0")
 SCHEME = {"mobilenetv2": "torchvision", "efficientnet-lite0": "tf-lite"}
@@ -200,6 +202,34 @@ def ours_on_ort_qdq(model: str, path: Path, batch: int) -> Callable[[np.ndarray]
     return lambda x: run_quantized(g, {"input": _pad(x, batch)})[g.outputs[0]][: len(x)]
 
 
+def rknn_simulate(peer, model: str, calib: np.ndarray, x: np.ndarray, workdir: Path
+                  ) -> tuple[np.ndarray, float, float]:
+    """rknn-toolkit2's build (quantized on ``calib``) and simulator outputs on ``x``, run in its own venv through
+    bench/peer_workers/rknn_worker.py; .npy and .json files in and out. Returns (outputs, build s, simulate s)."""
+    d = workdir / f"rknn-{model}"
+    (d / "calib").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, c in enumerate(calib):
+        p = d / "calib" / f"calib{i:03d}.npy"
+        np.save(p, np.ascontiguousarray(c[None], dtype=np.float32))
+        lines.append(f"{p}\n")
+    (d / "dataset.txt").write_text("".join(lines))
+    np.save(d / "eval.npy", np.ascontiguousarray(x, dtype=np.float32))
+    job = {"onnx": str(fetch(model)), "inputs": ["input"], "input_size_list": [[1, *x.shape[1:]]],
+           "dataset": str(d / "dataset.txt"), "target": "rk3588", "export": None, "repeat": 1,
+           "eval": str(d / "eval.npy"), "outputs": str(d / "outputs.npy")}
+    (d / "job.json").write_text(json.dumps(job))
+    log = d / "rknn.log"
+    run = run_timed([peer.python, worker("rknn_worker"), d / "job.json", d / "result.json"], log, cwd=d,
+                    timeout=3600)
+    if run.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"rknn worker exit code {run.returncode}: {tail[0][:200]} (log: {log})")
+    phases = json.loads((d / "result.json").read_text())["builds"][0]
+    return (np.load(d / "outputs.npy"), phases["load"]["wall_s"] + phases["build"]["wall_s"],
+            phases["simulate"]["wall_s"])
+
+
 # ---- bench -----------------------------------------------------------------------------------------------
 
 def bench_model(model: str, args, workdir: Path) -> dict:
@@ -215,16 +245,17 @@ def bench_model(model: str, args, workdir: Path) -> dict:
     ref_top = ref.argmax(-1)
 
     def add(name: str, fn: Callable[[np.ndarray], np.ndarray] | None, qtime: float | None, note: str = "",
-            error: str = "") -> None:
+            error: str = "", outputs: tuple[np.ndarray, float] | None = None) -> None:
+        """One row: ``fn`` is run on the eval set here, or ``outputs`` = (outputs computed elsewhere, seconds)."""
         row = {"method": name, "quantize_s": qtime, "note": note}
-        if fn is not None:
+        if fn is not None or outputs is not None:
             t0 = time.perf_counter()
             try:
-                out = batched(fn, x, batch)
+                out = batched(fn, x, batch) if outputs is None else outputs[0]
             except Exception as e:  # a failing peer must not stop the bench
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             else:
-                row["eval_s"] = time.perf_counter() - t0
+                row["eval_s"] = time.perf_counter() - t0 if outputs is None else outputs[1]
                 top = out.argmax(-1)
                 row["top1_agreement"] = float(np.mean(top == ref_top))
                 if labels is not None:
@@ -270,13 +301,18 @@ def bench_model(model: str, args, workdir: Path) -> dict:
                     None, "ORT's scales, our integer executor")
             except Exception as e:
                 add("ORT minmax QDQ -> opennpu", None, None, error=f"{type(e).__name__}: {e}")
-    if args.rknn_results:
-        p = Path(args.rknn_results) / f"{model}-rknn.npy"
-        if p.exists():
-            out = np.load(p)
-            agree = float(np.mean(out.argmax(-1) == ref_top))
-            rows.append({"method": "rknn-toolkit2 simulator", "top1_agreement": agree})
-            print(_fmt_row(rows[-1], labels is not None))
+    if args.rknn:
+        label = "rknn-toolkit2 simulator"
+        peer = ensure_peer("rknn-toolkit2", reinstall=args.reinstall_peers, status=lambda m: print(m, flush=True))
+        if not peer.ok:
+            print(f"rknn-toolkit2: not installable here: {peer.reason}", flush=True)
+            add(label, None, None, error=f"not installable here: {peer.reason}")
+        else:
+            try:
+                out, build_s, sim_s = rknn_simulate(peer, model, calib, x, workdir)
+                add(label, None, build_s, "w8a8 per-channel, rknn's simulator (load+build)", outputs=(out, sim_s))
+            except RuntimeError as e:
+                add(label, None, None, error=str(e))
     result = {"model": model, "n_eval": len(x), "n_calib": len(calib), "rows": rows}
     if qgraph is not None and args.layers:
         from opennpu.quant.analysis import compare_layers
@@ -313,42 +349,6 @@ def _fmt_row(r: dict, acc: bool) -> str:
             f"  {r.get('note', '')}")
 
 
-# ---- optional rknn-toolkit2 worker (runs inside its own venv) -----------------------------------------------
-
-def export_rknn_inputs(outdir: Path, models: list[str], args) -> None:
-    outdir.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        if model == "mnist-cnn":
-            calib, x, _ = mnist_sets()
-        else:
-            calib, x = imagenet_sets(model, args.n_eval, args.n_calib)
-        d = outdir / model
-        d.mkdir(exist_ok=True)
-        Path(d / "model.onnx").write_bytes(Path(fetch(model)).read_bytes())
-        lines = []
-        for i, c in enumerate(calib):
-            np.save(d / f"calib{i}.npy", c[None])
-            lines.append(str(d / f"calib{i}.npy"))
-        (d / "calib.txt").write_text("\n".join(lines) + "\n")
-        np.save(d / "eval.npy", x)
-        print(f"wrote {d}")
-
-
-def rknn_worker(indir: Path) -> None:  # pragma: no cover - needs rknn-toolkit2 in its own venv
-    from rknn.api import RKNN  # type: ignore[import-not-found]
-
-    for d in sorted(p for p in indir.iterdir() if p.is_dir()):
-        x = np.load(d / "eval.npy")
-        rk = RKNN()
-        rk.config(target_platform="rk3588", quantized_dtype="w8a8", quantized_algorithm="normal")
-        rk.load_onnx(str(d / "model.onnx"), inputs=["input"], input_size_list=[list((1, *x.shape[1:]))])
-        rk.build(do_quantization=True, dataset=str(d / "calib.txt"))
-        rk.init_runtime()
-        outs = [rk.inference(inputs=[x[i:i + 1]], data_format="nchw")[0] for i in range(len(x))]
-        np.save(indir / f"{d.name}-rknn.npy", np.concatenate(outs))
-        rk.release()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mnist-cnn,mobilenetv2,efficientnet-lite0")
@@ -360,18 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot-dir", default="")
     ap.add_argument("--json", default="")
     ap.add_argument("--workdir", default="")
-    ap.add_argument("--export-rknn-inputs", default="")
-    ap.add_argument("--rknn-worker", default="")
-    ap.add_argument("--rknn-results", default="")
+    ap.add_argument("--rknn", action="store_true",
+                    help="add rknn-toolkit2's quantizer + simulator (own venv under the user cache, made on first use)")
+    ap.add_argument("--reinstall-peers", action="store_true", help="rebuild the peer venvs")
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     models = [m for m in args.models.split(",") if m]
-    if args.rknn_worker:
-        rknn_worker(Path(args.rknn_worker))
-        return 0
-    if args.export_rknn_inputs:
-        export_rknn_inputs(Path(args.export_rknn_inputs), models, args)
-        return 0
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
