@@ -50,8 +50,27 @@ EW_CVT_SCALE_MAX = (1 << 15) - 1  # keep the 16-bit EW_OP_CVT_SCALE positive as 
 
 
 # ---------------------------------------------------------------------------------------------- geometry
+class _SlidingWindow:
+    """Output size of a window slid over a padded map (floor formula), for the geometries below."""
+
+    in_h: int
+    in_w: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+
+    @property
+    def out_h(self) -> int:
+        return (self.in_h + self.pads[0] + self.pads[2] - self.kh) // self.stride[0] + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.in_w + self.pads[1] + self.pads[3] - self.kw) // self.stride[1] + 1
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_SlidingWindow):
     """Shape of one conv: input C x H x W, output channels, kernel, strides (y, x), pads (top, left, bottom,
     right). Depthwise: out_c == in_c, one kernel per channel (depth multiplier 1)."""
 
@@ -76,14 +95,6 @@ class ConvGeometry:
             raise CompileError(f"kernel {self.kh}x{self.kw} larger than the padded {self.in_h}x{self.in_w} input")
 
     @property
-    def out_h(self) -> int:
-        return (self.in_h + self.pads[0] + self.pads[2] - self.kh) // self.stride[0] + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.in_w + self.pads[1] + self.pads[3] - self.kw) // self.stride[1] + 1
-
-    @property
     def weight_shape(self) -> tuple[int, int, int, int]:
         return (self.out_c, 1 if self.depthwise else self.in_c, self.kh, self.kw)
 
@@ -104,6 +115,17 @@ class EwRequant:
     truncate: int = 0  # EW MUL truncate (DPU_EW_CVT_SCALE_VALUE.EW_TRUNCATE)
     per_channel: bool = False  # operand is one value per channel (a (1, C, 1, 1) map), broadcast over H x W
 
+
+
+def activation_quant(tensor, what: str = "activation") -> tuple[float, int]:
+    """(scale, zero point) of a per-tensor quantized activation (an IR Tensor); CompileError otherwise."""
+    q = tensor.quant
+    if q is None:
+        raise CompileError(f"{what} {tensor.name!r} has no quantization")
+    s, z = np.asarray(q.scale).reshape(-1), np.asarray(q.zero_point).reshape(-1)
+    if s.size != 1 or z.size > 1:
+        raise CompileError(f"{what} {tensor.name!r} is quantized per channel")
+    return float(s[0]), int(z[0]) if z.size else 0
 
 @dataclass(frozen=True)
 class LutStage:
@@ -403,7 +425,7 @@ POOL_METHODS = ("avg", "max", "min")  # PPU_OPERATION_MODE_CFG.POOLING_METHOD 0/
 
 
 @dataclass(frozen=True)
-class PoolGeometry:
+class PoolGeometry(_SlidingWindow):
     """One PPU pool: C x H x W int8 map, kernel (kh, kw), strides (y, x), pads (top, left, bottom, right).
     The output size is the floor formula; a window that input + padding does not cover is rejected (it
     "starves the PPU forever", iav/rk3568-npu [3P]), as is a window lying wholly in padding."""
@@ -430,13 +452,6 @@ class PoolGeometry:
             raise CompileError(f"pool pads {list(self.pads)} reach a whole {self.kh}x{self.kw} window (a window "
                                "with no input element)")
 
-    @property
-    def out_h(self) -> int:
-        return (self.in_h + self.pads[0] + self.pads[2] - self.kh) // self.stride[0] + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.in_w + self.pads[1] + self.pads[3] - self.kw) // self.stride[1] + 1
 
 
 def ppu_recip(k: int) -> int:

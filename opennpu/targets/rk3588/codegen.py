@@ -242,12 +242,17 @@ def emit_lut(lut: LutStage) -> list[tuple[str, int]]:
     return out
 
 
-def conv_regcmd_task(task: ConvTask) -> regcmd.Task:
-    """The regcmd.Task (body only; regcmd.link adds the chaining tail) of one conv task."""
-    t = regcmd.Task(name=task.name)
-    for name, value in emit_conv(task):
-        t.write(name, value)
+def regcmd_task(name: str, writes: Sequence[tuple[str, int]]) -> regcmd.Task:
+    """A regcmd.Task (body only; regcmd.link adds the chaining tail) from a task's register writes."""
+    t = regcmd.Task(name=name)
+    for reg, value in writes:
+        t.write(reg, value)
     return t
+
+
+def conv_regcmd_task(task: ConvTask) -> regcmd.Task:
+    """The regcmd.Task of one conv task."""
+    return regcmd_task(task.name, emit_conv(task))
 
 
 def link_conv_tasks(tasks: Sequence[ConvTask], base_addr: int) -> tuple[bytes, list[regcmd.Placement]]:

@@ -257,14 +257,7 @@ def _surf_stride(c: int, h: int, w: int) -> int:
 
 
 def _act_q(graph: Graph, name: str) -> tuple[float, int]:
-    t = graph.tensor(name)
-    q = t.quant
-    if q is None:
-        raise CompileError(f"tensor {name!r} has no quantization")
-    s, z = np.asarray(q.scale).reshape(-1), np.asarray(q.zero_point).reshape(-1)
-    if s.size != 1 or z.size > 1:
-        raise CompileError(f"activation {name!r} is quantized per channel")
-    return float(s[0]), int(z[0]) if z.size else 0
+    return arith.activation_quant(graph.tensor(name))
 
 
 def clip_range(clip, scale: float, zp: int) -> tuple[int, int]:

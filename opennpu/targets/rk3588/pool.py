@@ -48,7 +48,8 @@ from opennpu.errors import CompileError
 from opennpu.ir.graph import Graph, Node
 
 from . import regcmd
-from .arith import PoolGeometry, ppu_recip
+from .arith import PoolGeometry, activation_quant, ppu_recip
+from .codegen import regcmd_task
 from .registers import pack
 
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
@@ -148,13 +149,7 @@ def _act_quant(graph: Graph, name: str) -> tuple[float, int]:
     t = graph.tensor(name)
     if t.dtype != "int8":
         raise _not_yet(f"a {t.dtype} pool (int8 only)")
-    q = t.quant
-    if q is None:
-        raise CompileError(f"pool tensor {name!r} has no quantization")
-    s, z = np.asarray(q.scale).reshape(-1), np.asarray(q.zero_point).reshape(-1)
-    if s.size != 1 or z.size > 1:
-        raise CompileError(f"pool tensor {name!r} is quantized per channel")
-    return float(s[0]), int(z[0]) if z.size else 0
+    return activation_quant(t, "pool tensor")
 
 
 def pool_geometry_of(graph: Graph, node: Node) -> PoolGeometry:
@@ -346,10 +341,7 @@ def emit_pool(task: PoolTask) -> list[tuple[str, int]]:
 
 
 def pool_regcmd_task(task: PoolTask) -> regcmd.Task:
-    t = regcmd.Task(name=task.name)
-    for name, value in emit_pool(task):
-        t.write(name, value)
-    return t
+    return regcmd_task(task.name, emit_pool(task))
 
 
 def link_pool_tasks(tasks: Sequence[PoolTask], base_addr: int) -> tuple[bytes, list[regcmd.Placement]]:
