@@ -268,3 +268,51 @@ def test_gptq_rounding_beats_nearest_on_output_error(depthwise):
         wd = q.astype(np.float32) * np.asarray(info.scale, np.float32).reshape(-1, 1, 1, 1)
         err[kind] = float(np.mean((conv2d_float(x, wd, None, attrs) - ref) ** 2))
     assert err["gptq"] < 0.9 * err["nearest"], err
+
+
+def _conv_chain(rng: np.random.Generator, c: int = 8) -> Graph:
+    """stem conv (ReLU6) -> depthwise 3x3 (ReLU6) -> 1x1 projection: channel ranges 100x apart."""
+    g = Graph("chain")
+    g.add_tensor(Tensor("x", (4, 3, 12, 12), "float32"))
+    gain = np.logspace(-2, 0, c).astype(np.float32)  # output channel gains 0.01 .. 1
+    g.add_const("w0", (rng.standard_normal((c, 3, 3, 3)) * gain[:, None, None, None]).astype(np.float32))
+    g.add_const("b0", (np.abs(rng.standard_normal(c)) * gain * 0.5).astype(np.float32))
+    g.add_const("w1", (rng.standard_normal((c, 1, 3, 3)) / np.sqrt(gain)[:, None, None, None]).astype(np.float32))
+    g.add_const("w2", rng.standard_normal((4, c, 1, 1)).astype(np.float32))
+    g.add_node("Conv", ["x", "w0", "b0"], ["a"], {"pads": [1, 1, 1, 1], "clip": (0.0, 6.0)}, name="stem")
+    g.add_node("Conv", ["a", "w1"], ["d"], {"pads": [1, 1, 1, 1], "group": c, "clip": (0.0, 6.0)}, name="dw")
+    g.add_node("Conv", ["d", "w2"], ["y"], {}, name="project")
+    g.add_tensor(Tensor("a", (4, c, 12, 12), "float32"))
+    g.add_tensor(Tensor("d", (4, c, 12, 12), "float32"))
+    g.add_tensor(Tensor("y", (4, 4, 12, 12), "float32"))
+    g.outputs = ["y"]
+    g.inputs = ["x"]
+    return g
+
+
+def test_equalize_keeps_the_function_and_helps_int8():
+    """Cross-layer equalization (quant/equalize.py) rescales activation channels between convs: the float
+    function is unchanged on the calibration data (oracle: the original graph), the channel ranges get
+    closer, and the int8 graph built from it is closer to the float one on held-out inputs."""
+    from opennpu.quant.equalize import channel_ranges, equalize
+
+    rng = np.random.default_rng(11)
+    g = _conv_chain(rng)
+    cal = [{"x": _smooth_images(rng, 4, 3, 12) * 3} for _ in range(4)]
+    ge, scales = equalize(g, cal[0])
+    assert set(scales) == {"a", "d"} and all(np.all(s >= 1) for s in scales.values())
+    np.testing.assert_allclose(run_graph(ge, cal[0])["y"], run_graph(g, cal[0])["y"], rtol=1e-4, atol=1e-4)
+    assert g.tensor(g.nodes[0].inputs[1]).data is not ge.tensor(ge.nodes[0].inputs[1]).data  # g untouched
+    spread = {k: (lambda lo_hi: float(lo_hi[1].max() / lo_hi[1][lo_hi[1] > 0].min()))(v)
+              for k, v in channel_ranges(g, cal[0], {"a", "d"}).items()}
+    spread_eq = {k: (lambda lo_hi: float(lo_hi[1].max() / lo_hi[1][lo_hi[1] > 0].min()))(v)
+                 for k, v in channel_ranges(ge, cal[0], {"a", "d"}).items()}
+    assert all(spread_eq[k] < spread[k] / 3 for k in spread), (spread, spread_eq)
+    held = {"x": _smooth_images(rng, 4, 3, 12) * 3}
+    ref = run_graph(g, held)["y"]
+    err = {}
+    for eq in (False, True):
+        q = opennpu.quantize(g, cal, method="minmax", weight_rounding="nearest", equalize=eq, progress=False)
+        err[eq] = float(np.mean((run_quantized(q, held)["y"] - ref) ** 2))
+        assert q.metadata["quantization"]["equalize"] == ("2 tensors" if eq else "off")
+    assert err[True] < 0.8 * err[False], err
