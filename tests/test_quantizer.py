@@ -316,3 +316,9 @@ def test_equalize_keeps_the_function_and_helps_int8():
         err[eq] = float(np.mean((run_quantized(q, held)["y"] - ref) ** 2))
         assert q.metadata["quantization"]["equalize"] == ("2 tensors" if eq else "off")
     assert err[True] < 0.8 * err[False], err
+    # the per-layer analysis compares the rescaled tensors in the float graph's units
+    from opennpu.quant.analysis import compare_layers
+
+    rep = compare_layers(g, q, [held])
+    assert sorted(q.metadata["equalized_channels"]) == ["a", "d"]
+    assert min(rep.layer(t).sqnr_db for t in ("a", "d")) > 25, [(s.tensor, s.sqnr_db) for s in rep.layers]

@@ -451,6 +451,7 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
 
     feeds: list[dict[str, np.ndarray]] = []
     equalized = "off"
+    eq_scales: dict[str, np.ndarray] = {}
     if isinstance(calibration, Calibration):
         cal = calibration
         if equalize:
@@ -458,8 +459,8 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
     else:
         feeds = list(iter_feeds(graph, calibration, preprocess))
         if equalize:
-            graph, scales = equalize_channels(graph, feeds[0])
-            equalized = f"{len(scales)} tensors"
+            graph, eq_scales = equalize_channels(graph, feeds[0])
+            equalized = f"{len(eq_scales)} tensors"
         cal = collect(graph, feeds, histograms=method != "minmax", progress=progress, percentile=percentile,
                       hessians=weight_rounding == "gptq")
 
@@ -547,6 +548,8 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
                                   "equalize": equalized,
                                   "calibration_batches": cal.batches}
     g.metadata["quant_fallbacks"] = fallbacks
+    if eq_scales:  # tensor -> per-channel factor its values carry against the float graph (analysis.py)
+        g.metadata["equalized_channels"] = {t: [float(v) for v in s] for t, s in eq_scales.items()}
     g.toposort()
     g.remove_unused()
     return g
