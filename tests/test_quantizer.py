@@ -195,14 +195,22 @@ def test_float_island_is_explicit():
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 0.5
 
 
+ACCURACY_GAPS = {  # model -> measured shortfall (honest xfail until a method reaches the 98% target)
+    "mobilenetv2": "known gap: measuring",
+}
+
+
 @pytest.mark.accuracy
-@pytest.mark.xfail(reason="known gap: with GPTQ weights + percentile ranges, int8 top-1 agreement measured 96.5% "
-                          "(EfficientNet-Lite0, logits 24.6 dB) and 83.5% (MobileNetV2, 18.7 dB) on these 200 "
-                          "augmented photos, below the 98% target (MobileNetV2 is limited by per-tensor int8 "
-                          "activations: 35 dB with int16 activations)", strict=False)
-@pytest.mark.parametrize("name", ["efficientnet-lite0", "mobilenetv2"])
+@pytest.mark.parametrize("name", [
+    "efficientnet-lite0",
+    pytest.param("mobilenetv2", marks=pytest.mark.xfail(reason=ACCURACY_GAPS["mobilenetv2"], strict=False)),
+])
 def test_imagenet_int8_top1_agreement(name):
+    """int8 top-1 agreement with the float model >= 98% on 200 augmented crops / flips / scales of the real
+    photos (calibration: 100 other crops, data/augment.py keeps the two sets disjoint), run on the integer
+    executor; prints the logits SQNR and the layers that add the most error (quant/analysis.py)."""
     from opennpu.data.augment import batched, imagenet_calibration_set, imagenet_eval_set
+    from opennpu.quant.analysis import compare_layers
 
     scheme = "tf-lite" if name == "efficientnet-lite0" else "torchvision"
     bs = 50
@@ -210,23 +218,21 @@ def test_imagenet_int8_top1_agreement(name):
     cal = [{"input": c} for c in batched(imagenet_calibration_set(100, scheme=scheme), bs)]
     ev = batched(imagenet_eval_set(200, scheme=scheme), bs)
     t0 = time.perf_counter()
-    # GPTQ weight rounding (the default) and percentile activation ranges: the best measured combination
-    q = opennpu.quantize(g, cal, method="percentile", progress=False)
+    q = opennpu.quantize(g, cal, method="percentile", progress=False)  # default GPTQ weights, equalization
     t1 = time.perf_counter()
-    tf = ti = 0.0
-    agree = 0
-    out = g.outputs[0]
-    for xb in ev:
-        a = time.perf_counter()
-        f = run_graph(g, {"input": xb})[out]
-        b = time.perf_counter()
-        o = run_quantized(q, {"input": xb})[out]
-        c = time.perf_counter()
-        tf, ti = tf + b - a, ti + c - b
-        agree += int(np.sum(f.argmax(1) == o.argmax(1)))
-    rate = agree / 200
-    print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on 200 augmented photos "
-          f"(quantize {t1 - t0:.1f}s, float {tf:.1f}s, int8 {ti:.1f}s)")
+    # float graph and integer executor on the same preprocessed inputs; argmax of the float logits vs the
+    # argmax of the dequantized int8 logits
+    rep = compare_layers(g, q, [{"input": xb} for xb in ev])
+    t2 = time.perf_counter()
+    rate = rep.top1_agreement
+    out = next(iter(rep.outputs.values()))
+    print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on {rep.num_inputs * bs} augmented photos, "
+          f"logits SQNR {out['sqnr_db']:.1f} dB (quantize {t1 - t0:.1f}s, float + int8 with per-layer stats "
+          f"{t2 - t1:.1f}s; {q.metadata['quantization']})")
+    print("layers adding the most error (SQNR drop):")
+    for s in rep.worst_layers(5):
+        print(f"  {s.tensor:28s} {s.op_type:8s} SQNR {s.sqnr_db:5.1f} dB  drop {s.drop_db:+.1f} dB")
+    assert rep.num_inputs * bs == 200 and len(rep.worst) > 0
     assert q.metadata["quant_fallbacks"] == []
     assert rate >= 0.98
 
