@@ -437,9 +437,10 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
     to zero instead of needing a multiplier the hardware cannot hold.
     ``equalize``: before calibrating, rescale the activation channels between convs so that a per-tensor
     int8 range serves them all (equalize.py; measured on held-out augmented photos: MobileNetV2 logits
-    18.4 -> 21.0 dB, EfficientNet-Lite0 25.2 -> 25.1 dB, hence off by default). The scales are kept in ``metadata["equalized_channels"]`` (analysis.py compares
-    those tensors in float units). ``refine`` (off: it costs several forward passes): choose each int8
-    activation range by the error at its consumers' outputs and correct biases empirically (refine.py).
+    18.4 -> 21.0 dB, EfficientNet-Lite0 25.2 -> 25.1 dB, hence off by default). The scales are kept in
+    ``metadata["equalized_channels"]`` (analysis.py compares those tensors in float units). ``refine`` (off:
+    it costs several forward passes): choose each int8 activation range by the error at its consumers'
+    outputs and correct biases empirically (refine.py).
     Both need calibration inputs (not a ``Calibration``); what was done is in ``metadata["quantization"]``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
