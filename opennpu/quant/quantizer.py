@@ -429,7 +429,8 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
              weight_dtype: str | None = None, pin: dict[str, str] | None = None, progress: bool = True,
              percentile: float = 99.99, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
              bias_correction: bool = True, weight_rounding: str = "gptq",
-             min_channel_scale_ratio: float | None = None, refine: bool = False, equalize: bool = False) -> Graph:
+             min_channel_scale_ratio: float | None = None, refine: bool | str = False,
+             equalize: bool = False) -> Graph:
     """Quantize a float graph (see the module docstring). ``calibration``: feed dicts (list / iterator), an
     ndarray batch, a folder of images, .npy file(s), or a ``Calibration`` collected earlier.
     ``min_channel_scale_ratio``: floor every per-channel weight scale at this fraction of the layer's largest
@@ -440,7 +441,7 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
     18.4 -> 21.0 dB, EfficientNet-Lite0 25.2 -> 25.1 dB, hence off by default). The scales are kept in
     ``metadata["equalized_channels"]`` (analysis.py compares those tensors in float units). ``refine`` (off:
     it costs several forward passes): choose each int8 activation range by the error at its consumers'
-    outputs and correct biases empirically (refine.py).
+    outputs and correct biases empirically (refine.py); ``refine="bias"``: the bias correction only.
     Both need calibration inputs (not a ``Calibration``); what was done is in ``metadata["quantization"]``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -448,6 +449,8 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if weight_rounding not in WEIGHT_ROUNDING:
         raise ValueError(f"weight_rounding must be one of {WEIGHT_ROUNDING}, got {weight_rounding!r}")
+    if refine not in (False, True, "bias"):
+        raise ValueError(f"refine must be False, True or 'bias', got {refine!r}")
     if weight_dtype not in (None, "int8", "int4"):
         raise ValueError(f"weight_dtype must be None, 'int8' or 'int4', got {weight_dtype!r}")
     pin = dict(pin or {})
@@ -516,8 +519,9 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
         elif dtype != "int8":
             refined = "skipped: refinement searches int8 activation ranges only"
         else:
-            _refine(b, graph, modes, feeds[0], per_channel, weight_dtype, weight_rounding, bias_correction)
-            refined = "on"
+            _refine(b, graph, modes, feeds[0], per_channel, weight_dtype, weight_rounding, bias_correction,
+                    search=refine != "bias")
+            refined = "bias" if refine == "bias" else "on"
     for node in graph.nodes:
         mode = modes[node.name]
         if mode in ("int8", "int16"):
@@ -593,7 +597,7 @@ def _bias_shift(b: _Builder, node: Node, w: np.ndarray, wq: np.ndarray, winfo: Q
 
 
 def _refine(b: _Builder, graph: Graph, modes: dict[str, str], feeds: dict[str, np.ndarray], per_channel: bool,
-            weight_dtype: str | None, weight_rounding: str, bias_correction: bool) -> None:
+            weight_dtype: str | None, weight_rounding: str, bias_correction: bool, search: bool = True) -> None:
     """Sequential output-error-driven activation ranges and empirical bias correction (refine.py) on one
     calibration batch; the results go into the params' range overrides and the builder's bias overrides."""
     params, cal = b.p, b.p.cal
@@ -615,7 +619,7 @@ def _refine(b: _Builder, graph: Graph, modes: dict[str, str], feeds: dict[str, n
     fixed = {t: f for t in int8 if (f := params.fixed_of(t)) is not None}
     searchable = {t for t in int8 if t not in fixed and len(params.group.get(params.find(t), [t])) <= 1}
     res = run_refinement(graph, feeds, weights, params.range, lambda t: cal.range(t, "minmax"), int8, searchable,
-                         fixed)
+                         fixed, search=search)
     params.override.update({t: r for t, r in res.ranges.items() if t in searchable})
     params._cache.clear()
     b.bias_override.update(res.bias)
