@@ -363,3 +363,15 @@ def test_refine_bias_correction_removes_the_output_shift():
     assert q.metadata["quantization"]["refine"].startswith("skipped")
     with pytest.raises(ValueError):
         opennpu.quantize(g, c, refine="ranges", progress=False)
+
+
+def test_calibration_and_eval_photo_sets_are_disjoint_and_deterministic():
+    """The accuracy study calibrates on imagenet_calibration_set and measures on imagenet_eval_set: no input
+    may appear in both (no tuning on the eval set), and both are reproducible."""
+    from opennpu.data.augment import imagenet_calibration_set, imagenet_eval_set
+
+    cal = imagenet_calibration_set(24, size=32)
+    ev = imagenet_eval_set(48, size=32)
+    assert {c.tobytes() for c in cal}.isdisjoint(e.tobytes() for e in ev)
+    assert len({e.tobytes() for e in ev}) == len(ev)
+    assert all(np.array_equal(a, b) for a, b in zip(ev, imagenet_eval_set(48, size=32), strict=True))
