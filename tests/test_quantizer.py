@@ -375,3 +375,34 @@ def test_calibration_and_eval_photo_sets_are_disjoint_and_deterministic():
     assert {c.tobytes() for c in cal}.isdisjoint(e.tobytes() for e in ev)
     assert len({e.tobytes() for e in ev}) == len(ev)
     assert all(np.array_equal(a, b) for a, b in zip(ev, imagenet_eval_set(48, size=32), strict=True))
+
+
+def test_equalize_rescales_a_residual_stream_as_one():
+    """Tensors joined by an Add (a linear-bottleneck residual stream) share one set of channel scales: every
+    conv writing the stream scales its rows, every conv reading it its columns; the function is unchanged."""
+    from opennpu.quant.equalize import equalize, groups
+
+    rng = np.random.default_rng(2)
+    c = 6
+    g = Graph("stream")
+    g.add_tensor(Tensor("x", (2, 3, 8, 8), "float32"))
+    gain = np.logspace(-1.5, 0, c).astype(np.float32)[:, None, None, None]
+    g.add_const("w0", (rng.standard_normal((c, 3, 1, 1)) * gain).astype(np.float32))
+    g.add_const("w1", (rng.standard_normal((c, c, 1, 1)) * gain * 0.3).astype(np.float32))
+    g.add_const("w2", rng.standard_normal((4, c, 1, 1)).astype(np.float32))
+    g.add_node("Conv", ["x", "w0"], ["t0"], {}, name="c0")
+    g.add_node("Conv", ["t0", "w1"], ["b1"], {}, name="c1")
+    g.add_node("Add", ["t0", "b1"], ["s1"], {}, name="add")
+    g.add_node("Conv", ["s1", "w2"], ["y"], {}, name="c2")
+    for name, ch in (("t0", c), ("b1", c), ("s1", c), ("y", 4)):
+        g.add_tensor(Tensor(name, (2, ch, 8, 8), "float32"))
+    g.outputs = ["y"]
+    g.inputs = ["x"]
+    found = groups(g)
+    stream = next(f for f in found if len(f[0]) > 1)
+    assert sorted(stream[0]) == ["b1", "s1", "t0"]
+    assert sorted(n.name for n in stream[1]) == ["c0", "c1"] and sorted(n.name for n in stream[2]) == ["c1", "c2"]
+    feeds = {"x": _smooth_images(rng, 2, 3, 8)}
+    ge, scales = equalize(g, feeds)
+    assert np.array_equal(scales["t0"], scales["s1"]) and scales["t0"].max() > 4
+    np.testing.assert_allclose(run_graph(ge, feeds)["y"], run_graph(g, feeds)["y"], rtol=1e-4, atol=1e-5)
