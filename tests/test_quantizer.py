@@ -197,7 +197,7 @@ def test_float_island_is_explicit():
 
 ACCURACY_GAPS = {  # model -> measured shortfall (honest xfail until a method reaches the 98% target)
     "efficientnet-lite0": "known gap: GPTQ weights + percentile ranges measure 94.5% top-1 agreement, logits "
-                          "24.7 dB (weights alone: 30 dB); equalization does not help it (25.2 -> 25.1 dB on "
+                          "24.7 dB (30 dB with int16 activations); equalization does not help it (25.2 -> 25.1 dB on "
                           "another held-out set)",
     "mobilenetv2": "known gap: with cross-layer equalization 87.0% top-1 agreement, logits 21.4 dB (without: "
                    "83.5%, 18.7 dB); per-tensor int8 activations of the linear bottlenecks limit it (35 dB "
