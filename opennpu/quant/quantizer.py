@@ -442,6 +442,9 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
     ``metadata["equalized_channels"]`` (analysis.py compares those tensors in float units). ``refine`` (off:
     it costs several forward passes): choose each int8 activation range by the error at its consumers'
     outputs and correct biases empirically (refine.py); ``refine="bias"``: the bias correction only.
+    Measured on held-out augmented photos (logits SQNR): EfficientNet-Lite0 25.2 -> 26.2 dB with
+    ``refine=True``; MobileNetV2 with equalization 21.0 -> 21.6 dB with ``refine=True`` but 15.9 dB with
+    ``refine="bias"`` (the bias correction alone over-corrects there: experimental).
     Both need calibration inputs (not a ``Calibration``); what was done is in ``metadata["quantization"]``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
