@@ -196,9 +196,9 @@ def test_float_island_is_explicit():
 
 
 ACCURACY_GAPS = {  # model -> measured shortfall (honest xfail until a method reaches the 98% target)
-    "efficientnet-lite0": "known gap: GPTQ weights + percentile ranges measure 94.5% top-1 agreement, logits "
-                          "24.7 dB (30 dB with int16 activations); equalization does not help it (25.2 -> 25.1 dB on "
-                          "another held-out set)",
+    "efficientnet-lite0": "known gap: GPTQ weights + percentile ranges + refine measure 95.5% top-1 agreement, "
+                          "logits 25.8 dB (without refine: 94.5%, 24.7 dB; 30 dB with int16 activations); "
+                          "equalization does not help it (25.2 -> 25.1 dB on another held-out set)",
     "mobilenetv2": "known gap: with cross-layer equalization 87.0% top-1 agreement, logits 21.4 dB (without: "
                    "83.5%, 18.7 dB); per-tensor int8 activations of the linear bottlenecks limit it (35 dB "
                    "with int16 activations)",
@@ -221,10 +221,13 @@ def test_imagenet_int8_top1_agreement(name):
     cal = [{"input": c} for c in batched(imagenet_calibration_set(100, scheme=scheme), bs)]
     ev = batched(imagenet_eval_set(200, scheme=scheme), bs)
     t0 = time.perf_counter()
-    # GPTQ weights (the default), percentile ranges; MobileNetV2's activation channels (depthwise outputs,
-    # residual streams) differ 10-100x in range, cross-layer equalization evens them (measured on another
-    # held-out photo set: logits 18.4 -> 21.0 dB; EfficientNet-Lite0 25.2 -> 25.1 dB, so not for it)
-    q = opennpu.quantize(g, cal, method="percentile", equalize=name == "mobilenetv2", progress=False)
+    # GPTQ weights (the default), percentile ranges. Choices measured on another held-out photo set
+    # (data.augment seed 2000), never on this one: MobileNetV2's activation channels (depthwise outputs,
+    # residual streams) differ 10-100x in range and cross-layer equalization evens them (logits 18.4 -> 21.0
+    # dB; EfficientNet-Lite0 25.2 -> 25.1 dB, so not for it); output-error range search + empirical bias
+    # correction (refine) lifts EfficientNet-Lite0 25.2 -> 26.2 dB
+    effnet = name == "efficientnet-lite0"
+    q = opennpu.quantize(g, cal, method="percentile", equalize=not effnet, refine=effnet, progress=False)
     t1 = time.perf_counter()
     # float graph and integer executor on the same preprocessed inputs; argmax of the float logits vs the
     # argmax of the dequantized int8 logits
