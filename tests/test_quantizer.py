@@ -195,14 +195,25 @@ def test_float_island_is_explicit():
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max() + 0.5
 
 
+ACCURACY_GAPS = {  # model -> measured shortfall (honest xfail until a method reaches the 98% target)
+    "efficientnet-lite0": "known gap: GPTQ weights + percentile ranges + refine measure 95.5% top-1 agreement, "
+                          "logits 25.8 dB (without refine: 94.5%, 24.7 dB; 30 dB with int16 activations); "
+                          "equalization does not help it (25.2 -> 25.1 dB on another held-out set)",
+    "mobilenetv2": "known gap: with cross-layer equalization + refine 89.0% top-1 agreement, logits 21.7 dB "
+                   "(equalization alone: 87.0%, 21.4 dB; neither: 83.5%, 18.7 dB); per-tensor int8 activations "
+                   "of the linear bottlenecks limit it (35 dB with int16 activations)",
+}
+
+
 @pytest.mark.accuracy
-@pytest.mark.xfail(reason="known gap: with GPTQ weights + percentile ranges, int8 top-1 agreement measured 96.5% "
-                          "(EfficientNet-Lite0, logits 24.6 dB) and 83.5% (MobileNetV2, 18.7 dB) on these 200 "
-                          "augmented photos, below the 98% target (MobileNetV2 is limited by per-tensor int8 "
-                          "activations: 35 dB with int16 activations)", strict=False)
-@pytest.mark.parametrize("name", ["efficientnet-lite0", "mobilenetv2"])
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.xfail(reason=ACCURACY_GAPS[m], strict=False))
+                                  for m in ("efficientnet-lite0", "mobilenetv2")])
 def test_imagenet_int8_top1_agreement(name):
+    """int8 top-1 agreement with the float model >= 98% on 200 augmented crops / flips / scales of the real
+    photos (calibration: 100 other crops, data/augment.py keeps the two sets disjoint), run on the integer
+    executor; prints the logits SQNR and the layers that add the most error (quant/analysis.py)."""
     from opennpu.data.augment import batched, imagenet_calibration_set, imagenet_eval_set
+    from opennpu.quant.analysis import compare_layers
 
     scheme = "tf-lite" if name == "efficientnet-lite0" else "torchvision"
     bs = 50
@@ -210,23 +221,27 @@ def test_imagenet_int8_top1_agreement(name):
     cal = [{"input": c} for c in batched(imagenet_calibration_set(100, scheme=scheme), bs)]
     ev = batched(imagenet_eval_set(200, scheme=scheme), bs)
     t0 = time.perf_counter()
-    # GPTQ weight rounding (the default) and percentile activation ranges: the best measured combination
-    q = opennpu.quantize(g, cal, method="percentile", progress=False)
+    # GPTQ weights (the default), percentile ranges. Choices measured on another held-out photo set
+    # (data.augment seed 2000), never on this one: MobileNetV2's activation channels (depthwise outputs,
+    # residual streams) differ 10-100x in range and cross-layer equalization evens them (logits 18.4 -> 21.0
+    # dB; EfficientNet-Lite0 25.2 -> 25.1 dB, so not for it); output-error range search + empirical bias
+    # correction (refine) lifts EfficientNet-Lite0 25.2 -> 26.2 dB and equalized MobileNetV2 21.0 -> 21.6 dB
+    effnet = name == "efficientnet-lite0"
+    q = opennpu.quantize(g, cal, method="percentile", equalize=not effnet, refine=True, progress=False)
     t1 = time.perf_counter()
-    tf = ti = 0.0
-    agree = 0
-    out = g.outputs[0]
-    for xb in ev:
-        a = time.perf_counter()
-        f = run_graph(g, {"input": xb})[out]
-        b = time.perf_counter()
-        o = run_quantized(q, {"input": xb})[out]
-        c = time.perf_counter()
-        tf, ti = tf + b - a, ti + c - b
-        agree += int(np.sum(f.argmax(1) == o.argmax(1)))
-    rate = agree / 200
-    print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on 200 augmented photos "
-          f"(quantize {t1 - t0:.1f}s, float {tf:.1f}s, int8 {ti:.1f}s)")
+    # float graph and integer executor on the same preprocessed inputs; argmax of the float logits vs the
+    # argmax of the dequantized int8 logits
+    rep = compare_layers(g, q, [{"input": xb} for xb in ev])
+    t2 = time.perf_counter()
+    rate = rep.top1_agreement
+    out = next(iter(rep.outputs.values()))
+    print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on {rep.num_inputs * bs} augmented photos, "
+          f"logits SQNR {out['sqnr_db']:.1f} dB (quantize {t1 - t0:.1f}s, float + int8 with per-layer stats "
+          f"{t2 - t1:.1f}s; {q.metadata['quantization']})")
+    print("layers adding the most error (SQNR drop):")
+    for s in rep.worst_layers(5):
+        print(f"  {s.tensor:28s} {s.op_type:8s} SQNR {s.sqnr_db:5.1f} dB  drop {s.drop_db:+.1f} dB")
+    assert rep.num_inputs * bs == 200 and len(rep.worst) > 0
     assert q.metadata["quant_fallbacks"] == []
     assert rate >= 0.98
 
@@ -268,3 +283,129 @@ def test_gptq_rounding_beats_nearest_on_output_error(depthwise):
         wd = q.astype(np.float32) * np.asarray(info.scale, np.float32).reshape(-1, 1, 1, 1)
         err[kind] = float(np.mean((conv2d_float(x, wd, None, attrs) - ref) ** 2))
     assert err["gptq"] < 0.9 * err["nearest"], err
+
+
+def _conv_chain(rng: np.random.Generator, c: int = 8, n: int = 4) -> Graph:
+    """stem conv (ReLU6) -> depthwise 3x3 (ReLU6) -> 1x1 projection: channel ranges 100x apart."""
+    g = Graph("chain")
+    g.add_tensor(Tensor("x", (n, 3, 12, 12), "float32"))
+    gain = np.logspace(-2, 0, c).astype(np.float32)  # output channel gains 0.01 .. 1
+    g.add_const("w0", (rng.standard_normal((c, 3, 3, 3)) * gain[:, None, None, None]).astype(np.float32))
+    g.add_const("b0", (np.abs(rng.standard_normal(c)) * gain * 0.5).astype(np.float32))
+    g.add_const("w1", (rng.standard_normal((c, 1, 3, 3)) / np.sqrt(gain)[:, None, None, None]).astype(np.float32))
+    g.add_const("w2", rng.standard_normal((4, c, 1, 1)).astype(np.float32))
+    g.add_node("Conv", ["x", "w0", "b0"], ["a"], {"pads": [1, 1, 1, 1], "clip": (0.0, 6.0)}, name="stem")
+    g.add_node("Conv", ["a", "w1"], ["d"], {"pads": [1, 1, 1, 1], "group": c, "clip": (0.0, 6.0)}, name="dw")
+    g.add_node("Conv", ["d", "w2"], ["y"], {}, name="project")
+    g.add_tensor(Tensor("a", (n, c, 12, 12), "float32"))
+    g.add_tensor(Tensor("d", (n, c, 12, 12), "float32"))
+    g.add_tensor(Tensor("y", (n, 4, 12, 12), "float32"))
+    g.outputs = ["y"]
+    g.inputs = ["x"]
+    return g
+
+
+def test_equalize_keeps_the_function_and_helps_int8():
+    """Cross-layer equalization (quant/equalize.py) rescales activation channels between convs: the float
+    function is unchanged on the calibration data (oracle: the original graph), the channel ranges get
+    closer, and the int8 graph built from it is closer to the float one on held-out inputs."""
+    from opennpu.quant.equalize import channel_ranges, equalize
+
+    rng = np.random.default_rng(11)
+    g = _conv_chain(rng)
+    cal = [{"x": _smooth_images(rng, 4, 3, 12) * 3} for _ in range(4)]
+    ge, scales = equalize(g, cal[0])
+    assert set(scales) == {"a", "d"} and all(np.all(s >= 1) for s in scales.values())
+    np.testing.assert_allclose(run_graph(ge, cal[0])["y"], run_graph(g, cal[0])["y"], rtol=1e-4, atol=1e-4)
+    assert g.tensor(g.nodes[0].inputs[1]).data is not ge.tensor(ge.nodes[0].inputs[1]).data  # g untouched
+    spread = {k: (lambda lo_hi: float(lo_hi[1].max() / lo_hi[1][lo_hi[1] > 0].min()))(v)
+              for k, v in channel_ranges(g, cal[0], {"a", "d"}).items()}
+    spread_eq = {k: (lambda lo_hi: float(lo_hi[1].max() / lo_hi[1][lo_hi[1] > 0].min()))(v)
+                 for k, v in channel_ranges(ge, cal[0], {"a", "d"}).items()}
+    assert all(spread_eq[k] < spread[k] / 3 for k in spread), (spread, spread_eq)
+    held = {"x": _smooth_images(rng, 4, 3, 12) * 3}
+    ref = run_graph(g, held)["y"]
+    err = {}
+    for eq in (False, True):
+        q = opennpu.quantize(g, cal, method="minmax", weight_rounding="nearest", equalize=eq, progress=False)
+        err[eq] = float(np.mean((run_quantized(q, held)["y"] - ref) ** 2))
+        assert q.metadata["quantization"]["equalize"] == ("2 tensors" if eq else "off")
+    assert err[True] < 0.8 * err[False], err
+    # the per-layer analysis compares the rescaled tensors in the float graph's units
+    from opennpu.quant.analysis import compare_layers
+
+    rep = compare_layers(g, q, [held])
+    assert sorted(q.metadata["equalized_channels"]) == ["a", "d"]
+    assert min(rep.layer(t).sqnr_db for t in ("a", "d")) > 25, [(s.tensor, s.sqnr_db) for s in rep.layers]
+
+
+def test_refine_bias_correction_removes_the_output_shift():
+    """refine="bias" (quant/refine.py) corrects each conv's bias by the mean difference between the simulated
+    quantized and the float pre-activations on a calibration batch; on held-out inputs the per-channel mean
+    error of the int8 output shrinks (oracle: the float graph). refine=True also searches the activation
+    ranges (opt-in: measured +0.2 dB on MobileNetV2, and it can pick ranges that a later layer pays for, as
+    here); what was done is recorded, and statistics-only calibration cannot be refined."""
+    rng = np.random.default_rng(5)
+    g = _conv_chain(rng, n=16)
+
+    def images() -> np.ndarray:  # heavy-tailed pixels
+        x = _smooth_images(rng, 16, 3, 12)
+        return (np.sign(x) * np.abs(x) ** 2 * 6).astype(np.float32)
+
+    cal = [{"x": images()} for _ in range(2)]
+    held = [{"x": images()} for _ in range(2)]
+    shift = {}
+    for refine in (False, "bias", True):
+        q = opennpu.quantize(g, cal, method="minmax", weight_rounding="nearest", refine=refine, progress=False)
+        assert q.metadata["quantization"]["refine"] == {False: "off", "bias": "bias", True: "on"}[refine]
+        shift[refine] = float(np.mean([np.abs((run_quantized(q, h)["y"] - run_graph(g, h)["y"]).mean(axis=(0, 2, 3)))
+                                       for h in held]))
+    assert shift["bias"] < 0.9 * shift[False], shift
+    c = collect(g, cal, progress=False)
+    q = opennpu.quantize(g, c, refine=True, progress=False)
+    assert q.metadata["quantization"]["refine"].startswith("skipped")
+    with pytest.raises(ValueError):
+        opennpu.quantize(g, c, refine="ranges", progress=False)
+
+
+def test_calibration_and_eval_photo_sets_are_disjoint_and_deterministic():
+    """The accuracy study calibrates on imagenet_calibration_set and measures on imagenet_eval_set: no input
+    may appear in both (no tuning on the eval set), and both are reproducible."""
+    from opennpu.data.augment import imagenet_calibration_set, imagenet_eval_set
+
+    cal = imagenet_calibration_set(24, size=32)
+    ev = imagenet_eval_set(48, size=32)
+    assert {c.tobytes() for c in cal}.isdisjoint(e.tobytes() for e in ev)
+    assert len({e.tobytes() for e in ev}) == len(ev)
+    assert all(np.array_equal(a, b) for a, b in zip(ev, imagenet_eval_set(48, size=32), strict=True))
+
+
+def test_equalize_rescales_a_residual_stream_as_one():
+    """Tensors joined by an Add (a linear-bottleneck residual stream) share one set of channel scales: every
+    conv writing the stream scales its rows, every conv reading it its columns; the function is unchanged."""
+    from opennpu.quant.equalize import equalize, groups
+
+    rng = np.random.default_rng(2)
+    c = 6
+    g = Graph("stream")
+    g.add_tensor(Tensor("x", (2, 3, 8, 8), "float32"))
+    gain = np.logspace(-1.5, 0, c).astype(np.float32)[:, None, None, None]
+    g.add_const("w0", (rng.standard_normal((c, 3, 1, 1)) * gain).astype(np.float32))
+    g.add_const("w1", (rng.standard_normal((c, c, 1, 1)) * gain * 0.3).astype(np.float32))
+    g.add_const("w2", rng.standard_normal((4, c, 1, 1)).astype(np.float32))
+    g.add_node("Conv", ["x", "w0"], ["t0"], {}, name="c0")
+    g.add_node("Conv", ["t0", "w1"], ["b1"], {}, name="c1")
+    g.add_node("Add", ["t0", "b1"], ["s1"], {}, name="add")
+    g.add_node("Conv", ["s1", "w2"], ["y"], {}, name="c2")
+    for name, ch in (("t0", c), ("b1", c), ("s1", c), ("y", 4)):
+        g.add_tensor(Tensor(name, (2, ch, 8, 8), "float32"))
+    g.outputs = ["y"]
+    g.inputs = ["x"]
+    found = groups(g)
+    stream = next(f for f in found if len(f[0]) > 1)
+    assert sorted(stream[0]) == ["b1", "s1", "t0"]
+    assert sorted(n.name for n in stream[1]) == ["c0", "c1"] and sorted(n.name for n in stream[2]) == ["c1", "c2"]
+    feeds = {"x": _smooth_images(rng, 2, 3, 8)}
+    ge, scales = equalize(g, feeds)
+    assert np.array_equal(scales["t0"], scales["s1"]) and scales["t0"].max() > 4
+    np.testing.assert_allclose(run_graph(ge, feeds)["y"], run_graph(g, feeds)["y"], rtol=1e-4, atol=1e-5)

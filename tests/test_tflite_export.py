@@ -490,3 +490,33 @@ def test_dynamic_shapes_must_be_pinned():
     raw = import_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     with pytest.raises(ShapeError, match="pin the input shapes"):
         export_tflite(raw)
+
+
+def test_quantized_standalone_relu_rescales_like_litert():
+    """Regression (ppocrv5-det crashed with KeyError 'int32'): a Relu / Clip that is not fused into a conv has
+    its own output range ([0, hi] vs the input's [lo, hi]), so the integer kernel rescales then clamps, as
+    LiteRT's RELU / RELU6 do with different input and output parameters."""
+    from opennpu.quant.executor import run_quantized
+    from opennpu.quant.quantizer import quantize
+
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Add", ["x", "y"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Clip", ["s", "zero", "six"], ["r6"])]
+    g = onnx_graph(nodes, [("x", (1, 4, 6, 6)), ("y", (1, 4, 6, 6))], ["r", "r6"],
+                   {"zero": np.float32(0.0), "six": np.float32(6.0)})
+    cal = [{"x": rand(rng, 1, 4, 6, 6, scale=3.0), "y": rand(rng, 1, 4, 6, 6, scale=2.0)} for _ in range(4)]
+    q = quantize(g, cal, method="minmax", weight_rounding="nearest", progress=False)
+    relu = next(n for n in q.nodes if n.op_type == "Relu")
+    assert q.tensor(relu.inputs[0]).quant.scale[0] != q.tensor(relu.outputs[0]).quant.scale[0]  # a real rescale
+    model = export_tflite(q)
+    feeds = cal[0]  # inside the calibrated ranges
+    want = run_graph(g, feeds)
+    for flavor, resolver in FLAVORS.items():
+        ours = run_quantized(q, feeds, kernels=flavor)
+        got = run_litert(model, feeds, resolver)
+        for k in ("r", "r6"):
+            np.testing.assert_array_equal(ours[k], got[k], err_msg=f"{flavor} {k}")
+            # and close to the float result: half a step of rounding at each of x, y, the Add and the rescale
+            bound = sum(0.5 * float(q.tensor(t).quant.scale[0]) for t in ("x.int8", "y.int8", "s", f"{k}.int8"))
+            assert np.abs(ours[k] - want[k]).max() <= bound * 1.01

@@ -245,6 +245,7 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
     tm_f = tm_q = 0.0
     count = 0
     shared_outputs = [o for o in qgraph.outputs if o in float_graph.outputs]
+    equalized = qgraph.metadata.get("equalized_channels", {})
     if not shared_outputs and len(qgraph.outputs) == len(float_graph.outputs):
         shared_outputs = list(qgraph.outputs)  # same order, other names
     for idx, feeds in enumerate(feeds_list):
@@ -258,6 +259,9 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
             fv, qv = fenv[fname], real_value(qgraph, qname, np.asarray(qenv[qname]))
             if qv is None or fv.dtype.kind != "f" or fv.shape != qv.shape:
                 continue
+            if fname in equalized and qv.ndim >= 2 and qv.shape[1] == len(equalized[fname]):
+                # channels rescaled by cross-layer equalization (quant/equalize.py): back to float units
+                qv = qv / np.asarray(equalized[fname], np.float32).reshape(1, -1, *([1] * (qv.ndim - 2)))
             accs.setdefault(qname, _Acc()).add(fv, qv)
         for k, qo in enumerate(shared_outputs):
             fo = qo if qo in fenv else float_graph.outputs[k]

@@ -102,10 +102,11 @@ def _requant_int(x: Array, in_q: tuple[float, int], out_q: tuple[float, int], dt
                  rounding: str = "double") -> Array:
     """TFLite Requantize (QUANTIZE int -> int, RELU rescale): MBQM(x - in_zp, in_s / out_s) + out_zp.
     Matches LiteRT's reference QUANTIZE (gemmlowp double rounding); its optimized int8 -> int8 QUANTIZE differs on
-    ~6% of ties and is not reproduced yet (tests/test_tflite_export.py xfail)."""
+    ~6% of ties and is not reproduced yet (tests/test_tflite_export.py xfail). ``dtype="int32"`` keeps the
+    unclamped int32 value (RELU / RELU6 rescale first, then clamp to their own activation range)."""
     m, s = quantize_multiplier(np.float64(np.float32(in_q[0])) / np.float64(np.float32(out_q[0])))
     v = multiply_by_quantized_multiplier(np.asarray(x, np.int64) - in_q[1], m, s, rounding) + out_q[1]
-    lo, hi = DTYPE_RANGE[dtype]
+    lo, hi = DTYPE_RANGE[dtype] if dtype in DTYPE_RANGE else (np.iinfo(dtype).min, np.iinfo(dtype).max)
     return np.clip(v, lo, hi).astype(dtype)
 
 
