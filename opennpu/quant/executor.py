@@ -106,7 +106,7 @@ def _requant_int(x: Array, in_q: tuple[float, int], out_q: tuple[float, int], dt
     unclamped int32 value (RELU / RELU6 rescale first, then clamp to their own activation range)."""
     m, s = quantize_multiplier(np.float64(np.float32(in_q[0])) / np.float64(np.float32(out_q[0])))
     v = multiply_by_quantized_multiplier(np.asarray(x, np.int64) - in_q[1], m, s, rounding) + out_q[1]
-    lo, hi = DTYPE_RANGE[dtype] if dtype in DTYPE_RANGE else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    lo, hi = DTYPE_RANGE[dtype]
     return np.clip(v, lo, hi).astype(dtype)
 
 
