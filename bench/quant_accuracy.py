@@ -136,15 +136,17 @@ def _pad(x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
 
 
-def ours_quantized(model: str, calib: np.ndarray, method: str, batch: int):
-    """(run function, seconds to quantize, quantized graph) for opennpu.quantize."""
+def ours_quantized(model: str, calib: np.ndarray, method: str, batch: int, tuned: bool = False):
+    """(run function, seconds to quantize, quantized graph) for opennpu.quantize; ``tuned``: the accuracy
+    study's recipe (refine, and equalize for MobileNet-style models; tests/test_quantizer.py)."""
     import opennpu
     from opennpu.quant.executor import run_quantized
 
     g = load_model(model, {"input": (batch, *_in_shape(model)[1:])})
     feeds = [{"input": _pad(calib[i:i + batch], batch)} for i in range(0, len(calib), batch)]
     t = time.perf_counter()
-    qg = opennpu.quantize(g, feeds, method=method, dtype="int8", per_channel=True, progress=False)
+    extra = {"refine": True, "equalize": model != "efficientnet-lite0"} if tuned else {}
+    qg = opennpu.quantize(g, feeds, method=method, dtype="int8", per_channel=True, progress=False, **extra)
     dt = time.perf_counter() - t
     out = qg.outputs[0]
     return (lambda x: run_quantized(qg, {"input": _pad(x, batch)})[out][: len(x)]), dt, qg
@@ -202,11 +204,11 @@ def ours_on_ort_qdq(model: str, path: Path, batch: int) -> Callable[[np.ndarray]
     return lambda x: run_quantized(g, {"input": _pad(x, batch)})[g.outputs[0]][: len(x)]
 
 
-def rknn_simulate(peer, model: str, calib: np.ndarray, x: np.ndarray, workdir: Path
+def rknn_simulate(peer, model: str, calib: np.ndarray, x: np.ndarray, workdir: Path, algorithm: str = "normal"
                   ) -> tuple[np.ndarray, float, float]:
     """rknn-toolkit2's build (quantized on ``calib``) and simulator outputs on ``x``, run in its own venv through
     bench/peer_workers/rknn_worker.py; .npy and .json files in and out. Returns (outputs, build s, simulate s)."""
-    d = workdir / f"rknn-{model}"
+    d = workdir / f"rknn-{model}-{algorithm}"
     (d / "calib").mkdir(parents=True, exist_ok=True)
     lines = []
     for i, c in enumerate(calib):
@@ -217,7 +219,7 @@ def rknn_simulate(peer, model: str, calib: np.ndarray, x: np.ndarray, workdir: P
     np.save(d / "eval.npy", np.ascontiguousarray(x, dtype=np.float32))
     job = {"onnx": str(fetch(model)), "inputs": ["input"], "input_size_list": [[1, *x.shape[1:]]],
            "dataset": str(d / "dataset.txt"), "target": "rk3588", "export": None, "repeat": 1,
-           "eval": str(d / "eval.npy"), "outputs": str(d / "outputs.npy")}
+           "eval": str(d / "eval.npy"), "outputs": str(d / "outputs.npy"), "algorithm": algorithm}
     (d / "job.json").write_text(json.dumps(job))
     log = d / "rknn.log"
     run = run_timed([peer.python, worker("rknn_worker"), d / "job.json", d / "result.json"], log, cwd=d,
@@ -279,9 +281,10 @@ def bench_model(model: str, args, workdir: Path) -> dict:
     qgraph = None
     for method in args.methods:
         try:
-            fn, dt, qg = ours_quantized(model, calib, method, batch)
+            fn, dt, qg = ours_quantized(model, calib, method, batch, args.tuned)
             qgraph = qgraph or qg
-            add(f"opennpu {method}", fn, dt, "int8 per-channel, integer executor")
+            add(f"opennpu {method}" + (" tuned" if args.tuned else ""), fn, dt,
+                "int8 per-channel, integer executor" + (", equalize/refine" if args.tuned else ""))
         except Exception as e:  # the quantizer may not support every method yet
             add(f"opennpu {method}", None, None, error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
     if not args.skip_ort:
@@ -302,14 +305,15 @@ def bench_model(model: str, args, workdir: Path) -> dict:
             except Exception as e:
                 add("ORT minmax QDQ -> opennpu", None, None, error=f"{type(e).__name__}: {e}")
     if args.rknn:
-        label = "rknn-toolkit2 simulator"
         peer = ensure_peer("rknn-toolkit2", reinstall=args.reinstall_peers, status=lambda m: print(m, flush=True))
-        if not peer.ok:
-            print(f"rknn-toolkit2: not installable here: {peer.reason}", flush=True)
-            add(label, None, None, error=f"not installable here: {peer.reason}")
-        else:
+        for algorithm in args.rknn_algorithms:
+            label = f"rknn-toolkit2 {algorithm}"
+            if not peer.ok:
+                print(f"rknn-toolkit2: not installable here: {peer.reason}", flush=True)
+                add(label, None, None, error=f"not installable here: {peer.reason}")
+                break
             try:
-                out, build_s, sim_s = rknn_simulate(peer, model, calib, x, workdir)
+                out, build_s, sim_s = rknn_simulate(peer, model, calib, x, workdir, algorithm)
                 add(label, None, build_s, "w8a8 per-channel, rknn's simulator (load+build)", outputs=(out, sim_s))
             except RuntimeError as e:
                 add(label, None, None, error=str(e))
@@ -362,9 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="")
     ap.add_argument("--rknn", action="store_true",
                     help="add rknn-toolkit2's quantizer + simulator (own venv under the user cache, made on first use)")
+    ap.add_argument("--rknn-algorithms", default="normal",
+                    help="rknn-toolkit2 quantized_algorithm values, comma-separated: normal, mmse, kl_divergence")
+    ap.add_argument("--tuned", action="store_true",
+                    help="our rows use the accuracy study's recipe (refine; equalize except EfficientNet-Lite0)")
     ap.add_argument("--reinstall-peers", action="store_true", help="rebuild the peer venvs")
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
+    args.rknn_algorithms = [a for a in args.rknn_algorithms.split(",") if a]
+    bad = set(args.rknn_algorithms) - {"normal", "mmse", "kl_divergence"}
+    if bad:
+        ap.error(f"--rknn-algorithms: unknown {sorted(bad)}")
     models = [m for m in args.models.split(",") if m]
     import tempfile
 

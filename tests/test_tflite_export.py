@@ -391,9 +391,6 @@ def test_int8_model_round_trip_is_byte_exact(name, flavor):
             np.testing.assert_array_equal(ours[k], got[k], err_msg=k)
 
 
-@pytest.mark.xfail(reason="run_quantized requantizes int8 -> int8 with gemmlowp (double) rounding in both "
-                          "flavours; LiteRT's optimized QUANTIZE rounds differently on ~6% of ties "
-                          "(opennpu/quant/executor.py _requant_int)", strict=False)
 def test_int8_requantize_matches_integer_executor():
     from opennpu.quant.executor import run_quantized
 
@@ -401,6 +398,28 @@ def test_int8_requantize_matches_integer_executor():
     graph = load_model(original)
     got = run_litert(export_tflite(graph), feeds, OPTIMIZED)["rq"]
     np.testing.assert_array_equal(run_quantized(graph, feeds, kernels="optimized")["rq"], got)
+
+
+@pytest.mark.parametrize("flavor", list(FLAVORS))
+@pytest.mark.parametrize("scales", [(0.125, 1.0), (0.1875, 1.0), (0.05, 0.1)])
+@pytest.mark.parametrize("n", [37, 64])
+def test_int8_to_int8_quantize_rounds_ties_like_litert(flavor, scales, n):
+    """QUANTIZE int8 -> int8 with scale ratios that make exact ties: LiteRT's reference kernel rounds them with
+    gemmlowp (ties away from zero), its optimized kernel rounds blocks of 16 up (vqrdmulh + vrshl) and the
+    tail of fewer than 16 with gemmlowp; the integer executor's two flavours reproduce each byte for byte."""
+    from opennpu.quant.executor import run_quantized
+
+    b = ModelBuilder()
+    x = b.tensor("x", (1, n), "int8", scales[0], 3)
+    y = b.tensor("y", (1, n), "int8", scales[1], -2)
+    b.op("QUANTIZE", [x], [y])
+    model = b.finish([x], [y])
+    feeds = {"x": (np.arange(n) * 7 % 256 - 128).astype(np.int8).reshape(1, n)}
+    got = run_litert(model, feeds, FLAVORS[flavor])["y"]
+    np.testing.assert_array_equal(run_quantized(load_model(model), feeds, kernels=flavor)["y"], got)
+    other = run_litert(model, feeds, FLAVORS["reference" if flavor == "optimized" else "optimized"])["y"]
+    if scales[1] / scales[0] in (8.0, 16 / 3):  # power-of-two-ish ratios: ties exist and the kernels differ
+        assert not np.array_equal(got, other)
 
 
 def test_int8_lut_activation_matches_integer_executor():

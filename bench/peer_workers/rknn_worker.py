@@ -5,7 +5,8 @@
 job.json: {"onnx": path, "inputs": ["input"], "input_size_list": [[1, 3, 224, 224]], "dataset": dataset.txt
 (one .npy path per line, NCHW float32 arrays as the ONNX model takes them), "target": "rk3588",
 "export": path.rknn or null, "repeat": builds in this process (first cold, the rest warm),
-"eval": path.npy (N, C, H, W) or null, "outputs": path.npy for the simulator's outputs (N, ...)}.
+"eval": path.npy (N, C, H, W) or null, "outputs": path.npy for the simulator's outputs (N, ...),
+"algorithm": the toolkit's quantized_algorithm, "normal" (default), "mmse" or "kl_divergence"}.
 
 Per build: ``RKNN.config(target_platform, quantized_dtype="w8a8", quantized_algorithm="normal",
 quantized_method="channel")`` (the toolkit's defaults, spelled out: int8 weights and activations, per-channel weights),
@@ -54,7 +55,8 @@ def main(job_path: str, result_path: str) -> int:
         phases: dict[str, dict[str, float]] = {}
         clock.lap()
         rk = RKNN(verbose=False)
-        rk.config(target_platform=job["target"], quantized_dtype="w8a8", quantized_algorithm="normal",
+        rk.config(target_platform=job["target"], quantized_dtype="w8a8",
+                  quantized_algorithm=job.get("algorithm", "normal"),
                   quantized_method="channel")
         _check(rk.load_onnx(job["onnx"], inputs=job["inputs"], input_size_list=job["input_size_list"]), "load_onnx")
         phases["load"] = clock.lap()

@@ -99,13 +99,21 @@ def mbqm_int64(x: Array, multiplier, shift) -> Array:
 
 
 def _requant_int(x: Array, in_q: tuple[float, int], out_q: tuple[float, int], dtype: str,
-                 rounding: str = "double") -> Array:
-    """TFLite Requantize (QUANTIZE int -> int, RELU rescale): MBQM(x - in_zp, in_s / out_s) + out_zp.
-    Matches LiteRT's reference QUANTIZE (gemmlowp double rounding); its optimized int8 -> int8 QUANTIZE differs on
-    ~6% of ties and is not reproduced yet (tests/test_tflite_export.py xfail). ``dtype="int32"`` keeps the
-    unclamped int32 value (RELU / RELU6 rescale first, then clamp to their own activation range)."""
+                 simd_blocks: bool = False) -> Array:
+    """TFLite Requantize (QUANTIZE int -> int, RELU rescale): MBQM(x - in_zp, in_s / out_s) + out_zp with
+    gemmlowp double rounding (ties away from zero), as LiteRT's reference kernel. ``simd_blocks``: LiteRT's
+    optimized int8 -> int8 QUANTIZE (optimized_ops::Requantize; on x86 its NEON code runs through NEON_2_SSE)
+    takes the flattened tensor in blocks of 16 through MultiplyByQuantizedMultiplier4Rows, i.e. vqrdmulh then
+    vrshl, both rounding ties up (toward +inf), and only the tail of fewer than 16 values through the scalar
+    gemmlowp path. ``dtype="int32"`` keeps the unclamped int32 value (RELU / RELU6 rescale first, then clamp
+    to their own activation range)."""
     m, s = quantize_multiplier(np.float64(np.float32(in_q[0])) / np.float64(np.float32(out_q[0])))
-    v = multiply_by_quantized_multiplier(np.asarray(x, np.int64) - in_q[1], m, s, rounding) + out_q[1]
+    xc = np.asarray(x, np.int64) - in_q[1]
+    v = multiply_by_quantized_multiplier(xc, m, s, "double")
+    if simd_blocks:
+        flat, blocked = v.reshape(-1), xc.size // 16 * 16
+        flat[:blocked] = multiply_by_quantized_multiplier(xc.reshape(-1)[:blocked], m, s, "ruy")
+    v = v + out_q[1]
     lo, hi = DTYPE_RANGE[dtype]
     return np.clip(v, lo, hi).astype(dtype)
 
@@ -697,7 +705,9 @@ def run_quantized(graph: Graph, feeds: Mapping[str, np.ndarray], kernels: str = 
             return _int_softmax(ctx, node_in, [env[mul.inputs[0]]], betas[node.name])
         return _run_one(ctx, node, args, requant, env)
 
-    return execute(graph, feeds, run_one, keep, on_node, skip)
+    # an integer requantize reads the DequantizeLinear's integer input: keep it alive until then
+    reads = {q: (dq.inputs[0],) for q, dq in requant.items()}
+    return execute(graph, feeds, run_one, keep, on_node, skip, reads)
 
 
 def _run_one(ctx: _Ctx, node: Node, args: list, requant: dict[str, Node], env: dict) -> list[Array]:
@@ -714,7 +724,8 @@ def _run_one(ctx: _Ctx, node: Node, args: list, requant: dict[str, Node], env: d
             out_q = (float(np.asarray(args[1]).reshape(-1)[0]),
                      int(np.asarray(args[2]).reshape(-1)[0]) if len(args) > 2 and args[2] is not None else 0)
             dtype = np.asarray(args[2]).dtype.name if len(args) > 2 and args[2] is not None else "uint8"
-            return [_requant_int(src, in_q, out_q, dtype)]
+            return [_requant_int(src, in_q, out_q, dtype, simd_blocks=ctx.kernels == "optimized" and dtype == "int8"
+                                 and src.dtype == np.int8)]
         return _quantize_linear(ctx, node, args)
     if op == "DequantizeLinear":
         return _dequantize_linear(ctx, node, args)

@@ -47,13 +47,16 @@ NodeRunner = Callable[[Node, list, dict[str, np.ndarray]], list[np.ndarray]]
 
 def execute(graph: Graph, feeds: Mapping[str, np.ndarray], run_one: NodeRunner, keep: bool = False,
             on_node: Callable[[Node, list[np.ndarray]], None] | None = None,
-            skip: frozenset[str] | set[str] = frozenset()) -> dict[str, np.ndarray]:
+            skip: frozenset[str] | set[str] = frozenset(),
+            extra_reads: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, np.ndarray]:
     """The walk every executor shares: feed checks, argument gathering, typed errors, freeing tensors after
-    their last use. ``run_one(node, args, env)`` computes one node; nodes named in ``skip`` are not run."""
+    their last use. ``run_one(node, args, env)`` computes one node; nodes named in ``skip`` are not run;
+    ``extra_reads[node name]``: tensors that node reads from ``env`` besides its inputs (kept alive for it)."""
     env: dict[str, np.ndarray] = check_feeds(graph, feeds)
+    extra_reads = extra_reads or {}
     last_use: dict[str, int] = {}
     for idx, node in enumerate(graph.nodes):
-        for i in node.inputs:
+        for i in (*node.inputs, *extra_reads.get(node.name, ())):
             last_use[i] = idx
     for idx, node in enumerate(graph.nodes):
         if node.name in skip:
@@ -79,7 +82,7 @@ def execute(graph: Graph, feeds: Mapping[str, np.ndarray], run_one: NodeRunner, 
         if on_node is not None:
             on_node(node, outs)
         if not keep:
-            for i in node.inputs:
+            for i in (*node.inputs, *extra_reads.get(node.name, ())):
                 if i and last_use.get(i) == idx and i not in graph.outputs and i in env and i not in graph.inputs:
                     del env[i]
     result = {o: env[o] if o in env else graph.tensor(o).data for o in graph.outputs}
