@@ -6,7 +6,6 @@ the worst; the report's task metric must equal accuracy computed directly from t
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 
@@ -19,7 +18,6 @@ from opennpu.quant.analysis import SQNR_CAP_DB, compare_layers
 from opennpu.quant.qdq import simulate
 
 quantization = pytest.importorskip("onnxruntime.quantization")
-HAS_EXECUTOR = importlib.util.find_spec("opennpu.quant.executor") is not None
 
 
 class _Reader(quantization.CalibrationDataReader):
@@ -52,10 +50,8 @@ def mnist(tmp_path_factory):
 
 
 def runners():
-    out = [pytest.param(lambda g, f: simulate(g, f, keep=True), id="qdq-simulation")]
-    if HAS_EXECUTOR:
-        out.append(pytest.param(None, id="integer-executor"))
-    return out
+    return [pytest.param(lambda g, f: simulate(g, f, keep=True), id="qdq-simulation"),
+            pytest.param(None, id="integer-executor")]
 
 
 def test_identical_graphs_compare_perfectly(mnist):
@@ -117,13 +113,10 @@ def test_damaged_layer_is_named_worst(mnist, runner):
 
 
 @pytest.mark.slow  # ~2 s idle, 16 s on a loaded machine (calibration inside opennpu.quantize)
-@pytest.mark.skipif(not HAS_EXECUTOR, reason="opennpu.quant.executor not written yet")
 def test_report_on_opennpu_quantized_graph(mnist):
     """The quantizer keeps float tensor names, so every integer layer it makes is matched and measured."""
     import opennpu
 
-    if not hasattr(opennpu, "quantize"):
-        pytest.skip("opennpu.quantize not written yet")
     fg, _, feeds, _ = mnist
     qg = opennpu.quantize(fg, feeds[:5], method="minmax", progress=False)
     rep = compare_layers(fg, qg, feeds[10:])

@@ -10,8 +10,6 @@ Oracles: the QDQ files written by onnxruntime.quantization.quantize_static, and 
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -25,8 +23,6 @@ from opennpu.ir.graph import Graph
 from opennpu.quant.qdq import dequantize, fold_qdq, simulate
 
 quantization = pytest.importorskip("onnxruntime.quantization")
-HAS_EXECUTOR = importlib.util.find_spec("opennpu.quant.executor") is not None
-needs_executor = pytest.mark.skipif(not HAS_EXECUTOR, reason="opennpu.quant.executor not written yet")
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
@@ -241,7 +237,6 @@ def test_qoperator_format_is_refused_clearly(tmp_path, small):
         load_model(qp)
 
 
-@needs_executor
 @pytest.mark.parametrize("name", ["lenet", "residual", "mlp"])
 def test_executor_matches_ort_within_one_step(tmp_path, small, name):
     """Our integer executor (TFLite rounding) vs ORT's fused integer kernels (its own rounding): <= 1 step on
@@ -297,7 +292,6 @@ def test_mnist_params_and_literal_semantics(mnist):
         assert integer_steps(simulate(g, feeds)[g.outputs[0]], ref, scale).max() <= 1.0 + 1e-4
 
 
-@needs_executor
 def test_mnist_executor_per_layer_vs_ort(mnist):
     """Each integer layer of mnist-cnn, fed the integers ORT's QDQ graph produces, gives ORT's output within
     one step on >= 99% of elements; end to end, the top-1 class agrees with ORT's integer kernels."""

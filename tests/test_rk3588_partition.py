@@ -349,9 +349,7 @@ def test_zoo_partitions(zoo_plans):
 def test_quantized_mobilenetv2_partition(zoo_plans):
     import opennpu
 
-    quantize = getattr(opennpu, "quantize", None)
-    if quantize is None:
-        pytest.skip("opennpu.quantize is not available yet")
+    quantize = opennpu.quantize
     g = copy.deepcopy(zoo_plans["mobilenetv2"][0])
     rng = np.random.default_rng(0)
     calib = [{"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(2)]
