@@ -126,3 +126,27 @@ def test_report_on_opennpu_quantized_graph(mnist):
     assert int_outputs & set(fg.tensors) <= measured
     assert len(measured) >= 6 and rep.top1_agreement >= 0.9
     assert all(s.cosine > 0.99 for s in rep.layers)
+
+
+def test_expected_agreement_matches_simulated_noise():
+    """The margin model (quant/analysis.py) against a Monte Carlo oracle: add independent Gaussian errors at a
+    given SQNR to logits with a spread of top-2 gaps and count the kept decisions; sqnr_needed inverts it."""
+    from opennpu.quant.analysis import expected_agreement, margin_summary, sqnr_needed, top2_gaps
+
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((400, 50)) * 2.0
+    logits[np.arange(400), rng.integers(0, 50, 400)] += rng.exponential(1.5, 400)  # confident and near-tie rows
+    rms = np.sqrt(np.mean(logits ** 2))
+    for db in (15.0, 25.0, 35.0):
+        sigma = rms * 10 ** (-db / 20)
+        trials = [np.mean((logits + rng.standard_normal(logits.shape) * sigma).argmax(1) == logits.argmax(1))
+                  for _ in range(200)]
+        assert abs(expected_agreement(logits, db) - np.mean(trials)) < 0.006, db
+    assert expected_agreement(logits, 20) < expected_agreement(logits, 30) < expected_agreement(logits, 40)
+    need = sqnr_needed(logits, 0.98)
+    assert abs(expected_agreement(logits, need) - 0.98) < 1e-3
+    np.testing.assert_allclose(top2_gaps(np.array([[1.0, 3.0, 2.5]])), [0.5])
+    q = logits.copy()
+    q[0] = -q[0]  # one flipped row
+    m = margin_summary(logits, q, 30.0)
+    assert len(m["flipped_relative_gaps"]) == 1 and m["sqnr_needed_db"]["0.98"] == need

@@ -13,6 +13,15 @@ over all inputs, the sums that give each layer's
 
 Output level: cosine / SQNR of every output, top-1 agreement of classifier outputs (2-D logits), and an
 optional task metric callback evaluated on both graphs' outputs.
+
+How hard the inputs are (``AccuracyReport.margins``): top-1 agreement depends as much on the float model's own
+decision margins as on the quantizer. An input whose float top-1 / top-2 logit gap ``g`` is small flips under
+any output error of that size. With independent Gaussian logit errors of rms ``sigma`` (SQNR = 20 log10(logit
+rms / sigma)) the difference of two logits has rms ``sigma * sqrt(2)``, so the expected agreement is
+about ``1 - mean_i Phi(-g_i / (sigma * sqrt(2)))`` (``expected_agreement`` integrates the top-1's error over
+the nearest competitors), and ``sqnr_needed`` inverts it. The model is
+optimistic (measured quantization errors concentrate on the large logits) and says what SQNR a target
+agreement needs on these inputs, whatever the quantizer.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ class AccuracyReport:
     task_metric: dict[str, float] | None = None
     worst: list[str] = field(default_factory=list)  # tensors adding the most error, worst first
     meta: dict[str, Any] = field(default_factory=dict)
+    # classifiers: float decision margins vs the measured error (module doc); None otherwise
+    margins: dict[str, Any] | None = None
 
     def layer(self, tensor: str) -> LayerStat:
         for s in self.layers:
@@ -103,6 +114,11 @@ class AccuracyReport:
             console.print(f"output {name!r}: cosine {m['cosine']:.5f}, SQNR {m['sqnr_db']:.1f} dB")
         if self.top1_agreement is not None:
             console.print(f"top-1 agreement with float: {100 * self.top1_agreement:.2f}%")
+        if self.margins is not None:
+            m = self.margins
+            console.print(f"float decision margins: {100 * m['near_ties']:.1f}% of inputs have a top-1/top-2 gap below "
+                          f"2% of the logit rms; iid-error model: {100 * m['expected_agreement']:.1f}% expected at "
+                          f"the measured SQNR, 98% needs {m['sqnr_needed_db']['0.98']:.1f} dB")
         if self.task_metric is not None:
             console.print(f"task metric: float {self.task_metric['float']:.4f}, "
                           f"quantized {self.task_metric['quant']:.4f}")
@@ -183,6 +199,67 @@ class _Acc:
         return min(SQNR_CAP_DB, 10.0 * math.log10(self.ff / self.ee))
 
 
+def _phi(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF, vectorized (numpy has no erf): Abramowitz & Stegun 7.1.26, |error| < 1.5e-7."""
+    x = np.asarray(x, np.float64)
+    z = np.abs(x) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    half_tail = 0.5 * poly * np.exp(-z * z)  # P(N(0,1) > |x|)
+    return np.where(x >= 0, 1.0 - half_tail, half_tail)
+
+
+def top2_gaps(logits: np.ndarray) -> np.ndarray:
+    """Per input (rows), the float top-1 minus top-2 logit."""
+    part = np.partition(np.asarray(logits, np.float64), -2, axis=-1)
+    return part[..., -1] - part[..., -2]
+
+
+def expected_agreement(logits: np.ndarray, sqnr_db: float, competitors: int = 10) -> float:
+    """Expected top-1 agreement when independent Gaussian errors at ``sqnr_db`` are added to ``logits``
+    (N x classes; module doc). Given the top-1's own error ``e``, competitor ``j`` (gap ``g_j``) stays below
+    it with probability ``Phi((g_j + e) / sigma)``; the mean over ``e`` (Gauss-Hermite) of the product over
+    the ``competitors`` nearest ones is exact for that noise model."""
+    logits = np.asarray(logits, np.float64)
+    sigma = math.sqrt(float(np.mean(logits ** 2))) * 10 ** (-sqnr_db / 20)
+    if sigma == 0:
+        return 1.0
+    k = min(competitors, logits.shape[-1] - 1)
+    top = -np.sort(-logits, axis=-1)[..., : k + 1]
+    gaps = (top[..., :1] - top[..., 1:]) / sigma  # (N, k) in units of sigma
+    nodes, weights = np.polynomial.hermite.hermgauss(32)
+    e = math.sqrt(2.0) * nodes  # top-1 error / sigma at the quadrature nodes
+    keep = np.prod(_phi(gaps[..., None] + e), axis=-2) @ (weights / math.sqrt(math.pi))
+    return float(np.mean(keep))
+
+
+def sqnr_needed(logits: np.ndarray, target: float, hi_db: float = 120.0) -> float:
+    """The smallest logits SQNR (dB) at which ``expected_agreement`` reaches ``target`` (bisection)."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target agreement must be in (0, 1), got {target}")
+    lo, hi = 0.0, hi_db
+    if expected_agreement(logits, hi) < target:
+        return math.inf  # exact ties in the float logits
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if expected_agreement(logits, mid) < target else (lo, mid)
+    return hi
+
+
+def margin_summary(float_logits: np.ndarray, quant_logits: np.ndarray, sqnr_db: float) -> dict[str, Any]:
+    """The ``AccuracyReport.margins`` record: how close the float decisions are (gaps relative to the logit
+    rms), what the iid-error model expects at the measured SQNR and needs for 98% / 99%, and the relative
+    gaps of the inputs that flipped (near-ties vs real errors)."""
+    f = np.asarray(float_logits, np.float64)
+    rel = top2_gaps(f) / max(math.sqrt(float(np.mean(f ** 2))), 1e-30)
+    flipped = np.argmax(f, -1) != np.argmax(quant_logits, -1)
+    return {"num_inputs": int(len(f)), "near_ties": float(np.mean(rel < 0.02)),
+            "relative_gap_quantiles": {str(q): float(np.quantile(rel, q)) for q in (0.02, 0.05, 0.1, 0.5)},
+            "expected_agreement": expected_agreement(f, sqnr_db),
+            "sqnr_needed_db": {str(t): sqnr_needed(f, t) for t in (0.98, 0.99)},
+            "flipped_relative_gaps": sorted(float(v) for v in rel[flipped])}
+
+
 def ideal_sqnr(dtype: str) -> float:
     """SQNR of a full-scale sine quantized with the format's mantissa/integer bits: 6.02 b + 1.76 dB."""
     bits = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "float16": 11}.get(dtype)
@@ -242,6 +319,8 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
     out_accs: dict[str, _Acc] = {}
     pairs: list[tuple[str, str, Node]] | None = None
     agree = total = 0
+    logits_f: list[np.ndarray] = []
+    logits_q: list[np.ndarray] = []
     tm_f = tm_q = 0.0
     count = 0
     shared_outputs = [o for o in qgraph.outputs if o in float_graph.outputs]
@@ -273,6 +352,8 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
             if k == 0 and (classifier or classifier is None and fv.ndim == 2 and fv.shape[-1] >= 2):
                 agree += int(np.sum(fv.argmax(-1) == qv.argmax(-1)))
                 total += fv.shape[0]
+                logits_f.append(np.asarray(fv, np.float32))
+                logits_q.append(np.asarray(qv, np.float32))
         if task_metric is not None:
             tm_f += float(task_metric({o: fenv[o] for o in float_graph.outputs}, idx))
             tm_q += float(task_metric({o: real_value(qgraph, o, np.asarray(qenv[o])) for o in qgraph.outputs},
@@ -313,11 +394,16 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
                                 a.maxerr, a.fmax, a.n // count))
     worst = [s.tensor for s in sorted(layers, key=lambda s: -s.drop_db)[:worst_k] if s.drop_db > 0]
     outputs = {k: {"cosine": a.cosine, "sqnr_db": a.sqnr, "max_abs_err": a.maxerr} for k, a in out_accs.items()}
+    margins = None
+    if logits_f:
+        margins = margin_summary(np.concatenate(logits_f), np.concatenate(logits_q), out_accs[shared_outputs[0]].sqnr)
     return AccuracyReport(
         num_inputs=count, layers=layers, outputs=outputs,
         top1_agreement=agree / total if total else None,
         task_metric={"float": tm_f / count, "quant": tm_q / count} if task_metric is not None else None,
-        worst=worst, meta={"float_graph": float_graph.name, "quantized_graph": qgraph.name, "kernels": kernels})
+        worst=worst, meta={"float_graph": float_graph.name, "quantized_graph": qgraph.name, "kernels": kernels},
+        margins=margins)
 
 
-__all__ = ["AccuracyReport", "LayerStat", "compare_layers", "dequantize", "is_quantized", "real_value"]
+__all__ = ["AccuracyReport", "LayerStat", "compare_layers", "dequantize", "expected_agreement", "is_quantized",
+           "margin_summary", "real_value", "sqnr_needed", "top2_gaps"]

@@ -22,7 +22,7 @@ the geometric compromise between activation and weight precision), clipped to [1
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -110,23 +110,28 @@ def groups(g: Graph) -> list[tuple[list[str], list[Node], list[Node]]]:
     return out
 
 
-def channel_ranges(g: Graph, feeds: Mapping[str, np.ndarray], names: set[str]) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per-channel (min, max) over ``feeds`` of the tensors ``names`` (NCHW, axis 1)."""
+def channel_ranges(g: Graph, feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+                   names: set[str]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per-channel (min, max) of the tensors ``names`` (NCHW, axis 1) over one feed dict or all of a list."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def on_node(node: Node, outs: list[np.ndarray]) -> None:
         for name, v in zip(node.outputs, outs, strict=False):
             if name in names and isinstance(v, np.ndarray) and v.ndim == 4:
-                out[name] = (v.min(axis=(0, 2, 3)).astype(np.float64), v.max(axis=(0, 2, 3)).astype(np.float64))
+                lo, hi = v.min(axis=(0, 2, 3)).astype(np.float64), v.max(axis=(0, 2, 3)).astype(np.float64)
+                if name in out:
+                    lo, hi = np.minimum(out[name][0], lo), np.maximum(out[name][1], hi)
+                out[name] = (lo, hi)
 
-    run_graph(g, feeds, on_node=on_node)
+    for f in ([feeds] if isinstance(feeds, Mapping) else feeds):
+        run_graph(g, f, on_node=on_node)
     return out
 
 
-def equalize(graph: Graph, feeds: Mapping[str, np.ndarray], s_max: float = S_MAX,
-             dense_beta: float = DENSE_BETA) -> tuple[Graph, dict[str, np.ndarray]]:
-    """A copy of ``graph`` with the activation channels between conv pairs equalized on ``feeds`` (one
-    calibration batch); returns it and the scales by tensor. The input graph is not modified."""
+def equalize(graph: Graph, feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+             s_max: float = S_MAX, dense_beta: float = DENSE_BETA) -> tuple[Graph, dict[str, np.ndarray]]:
+    """A copy of ``graph`` with the activation channels between conv pairs equalized on ``feeds`` (calibration
+    feed dicts, or one); returns it and the scales by tensor. The input graph is not modified."""
     g = graph.copy()
     found = groups(g)
     ranges = channel_ranges(g, feeds, {t for names, _, _ in found for t in names})

@@ -475,7 +475,7 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
     else:
         feeds = list(iter_feeds(graph, calibration, preprocess))
         if equalize:
-            graph, eq_scales = equalize_channels(graph, feeds[0])
+            graph, eq_scales = equalize_channels(graph, feeds)  # channel ranges over every calibration batch
             equalized = f"{len(eq_scales)} tensors"
         cal = collect(graph, feeds, histograms=method != "minmax", progress=progress, percentile=percentile,
                       hessians=weight_rounding == "gptq")
