@@ -136,7 +136,8 @@ def _pad(x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
 
 
-def ours_quantized(model: str, calib: np.ndarray, method: str, batch: int, tuned: bool = False):
+def ours_quantized(model: str, calib: np.ndarray, method: str, batch: int, tuned: bool = False,
+                   dtype: str = "int8"):
     """(run function, seconds to quantize, quantized graph) for opennpu.quantize; ``tuned``: the accuracy
     study's recipe (refine, and equalize for MobileNet-style models; tests/test_quantizer.py)."""
     import opennpu
@@ -146,7 +147,7 @@ def ours_quantized(model: str, calib: np.ndarray, method: str, batch: int, tuned
     feeds = [{"input": _pad(calib[i:i + batch], batch)} for i in range(0, len(calib), batch)]
     t = time.perf_counter()
     extra = {"refine": True, "equalize": model != "efficientnet-lite0"} if tuned else {}
-    qg = opennpu.quantize(g, feeds, method=method, dtype="int8", per_channel=True, progress=False, **extra)
+    qg = opennpu.quantize(g, feeds, method=method, dtype=dtype, per_channel=True, progress=False, **extra)
     dt = time.perf_counter() - t
     out = qg.outputs[0]
     return (lambda x: run_quantized(qg, {"input": _pad(x, batch)})[out][: len(x)]), dt, qg
@@ -264,6 +265,9 @@ def bench_model(model: str, args, workdir: Path) -> dict:
                     row["accuracy"] = float(np.mean(top == labels))
                 cos = np.sum(out * ref, -1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1) + 1e-30)
                 row["output_cosine"] = float(np.mean(cos))
+                row["output_sqnr_db"] = float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2)
+                                                             / max(float(np.sum((out - ref).astype(np.float64) ** 2)),
+                                                                   1e-30)))
         if error:
             row["error"] = error
         rows.append(row)
@@ -277,16 +281,24 @@ def bench_model(model: str, args, workdir: Path) -> dict:
         float_row["accuracy"] = float(np.mean(ref_top == labels))
     rows.append(float_row)
     print(_fmt_row(float_row, labels is not None), flush=True)
+    if labels is None:
+        from opennpu.quant.analysis import sqnr_needed
+
+        need = {t: sqnr_needed(ref, t) for t in (0.95, 0.98)}
+        print(f"(float decision margins on this set: iid logit errors allow 95% / 98% top-1 agreement from "
+              f"{need[0.95]:.1f} / {need[0.98]:.1f} dB output SQNR on)", flush=True)
 
     qgraph = None
-    for method in args.methods:
-        try:
-            fn, dt, qg = ours_quantized(model, calib, method, batch, args.tuned)
-            qgraph = qgraph or qg
-            add(f"opennpu {method}" + (" tuned" if args.tuned else ""), fn, dt,
-                "int8 per-channel, integer executor" + (", equalize/refine" if args.tuned else ""))
-        except Exception as e:  # the quantizer may not support every method yet
-            add(f"opennpu {method}", None, None, error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    for dtype in args.dtypes:
+        for method in args.methods:
+            label = f"opennpu {method}" + (" tuned" if args.tuned else "") + ("" if dtype == "int8" else f" {dtype}")
+            try:
+                fn, dt, qg = ours_quantized(model, calib, method, batch, args.tuned, dtype)
+                qgraph = qgraph or qg
+                add(label, fn, dt, f"{dtype} activations, int8 per-channel weights, integer executor"
+                    + (", equalize/refine" if args.tuned else ""))
+            except Exception as e:  # the quantizer may not support every method yet
+                add(label, None, None, error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
     if not args.skip_ort:
         ort_paths = {}
         for method, rr in (("minmax", False), ("entropy", False), ("percentile", False), ("minmax", True)):
@@ -337,8 +349,8 @@ def bench_model(model: str, args, workdir: Path) -> dict:
 
 
 def _header(acc: bool) -> str:
-    return f"{'method':30s} {'accuracy' if acc else '':>9s} {'top1 agr':>9s} {'out cos':>8s} {'quant s':>8s} " \
-           f"{'eval s':>8s}  note"
+    return f"{'method':30s} {'accuracy' if acc else '':>9s} {'top1 agr':>9s} {'out cos':>8s} {'SQNR dB':>8s} " \
+           f"{'quant s':>8s} {'eval s':>8s}  note"
 
 
 def _fmt_row(r: dict, acc: bool) -> str:
@@ -349,7 +361,8 @@ def _fmt_row(r: dict, acc: bool) -> str:
         return f"{r['method']:30s} error: {r['error']}"
     a = f(100 * r["accuracy"], "8.2f") + "%" if acc and "accuracy" in r else " " * 9
     return (f"{r['method']:30s} {a} {f(100 * r.get('top1_agreement', float('nan')), '8.2f')}% "
-            f"{f(r.get('output_cosine'), '8.5f')} {f(r.get('quantize_s'), '8.2f')} {f(r.get('eval_s'), '8.2f')}"
+            f"{f(r.get('output_cosine'), '8.5f')} {f(r.get('output_sqnr_db'), '8.1f')} "
+            f"{f(r.get('quantize_s'), '8.2f')} {f(r.get('eval_s'), '8.2f')}"
             f"  {r.get('note', '')}")
 
 
@@ -357,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mnist-cnn,mobilenetv2,efficientnet-lite0")
     ap.add_argument("--methods", default="minmax,percentile,mse", help="opennpu calibration methods")
+    ap.add_argument("--dtypes", default="int8",
+                    help="activation dtypes of our rows, comma-separated: int8, int16 (int16 shows what the int8 "
+                         "weights alone leave)")
     ap.add_argument("--n-eval", type=int, default=200)
     ap.add_argument("--n-calib", type=int, default=64)
     ap.add_argument("--skip-ort", action="store_true")
@@ -374,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     args.rknn_algorithms = [a for a in args.rknn_algorithms.split(",") if a]
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    if set(args.dtypes) - {"int8", "int16"}:
+        ap.error(f"--dtypes: unknown {sorted(set(args.dtypes) - {'int8', 'int16'})}")
     bad = set(args.rknn_algorithms) - {"normal", "mmse", "kl_divergence"}
     if bad:
         ap.error(f"--rknn-algorithms: unknown {sorted(bad)}")
