@@ -241,7 +241,7 @@ def bench_model(model: str, args, workdir: Path) -> dict:
         batch = 100
     else:
         calib, x = imagenet_sets(model, args.n_eval, args.n_calib)
-        labels, batch = None, 8
+        labels, batch = None, 50  # as the accuracy study (tests/test_quantizer.py): refine searches on the first batch
     rows: list[dict] = []
     t = time.perf_counter()
     ref = batched(ours_float(model, batch), x, batch)

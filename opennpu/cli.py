@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,12 +161,35 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"],
+                   help="activation range calibration (default minmax)")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer activation equalization before calibrating (helps MobileNet-style models)")
+    p.add_argument("--refine", action="store_true",
+                   help="choose activation ranges by the error at their consumers and correct biases (slower)")
+    p.add_argument("--weight-rounding", default="gptq", choices=["gptq", "nearest"])
+    p.add_argument("--pin", action="append", default=[], metavar="NODE=MODE",
+                   help="keep one node in int16 / fp16 / float (repeatable); those nodes run on the CPU")
+
+
+def _quant_options(args) -> dict[str, Any]:
+    pin = {}
+    for item in args.pin:
+        node, sep, mode = item.partition("=")
+        if not sep or not node or mode not in ("int8", "int16", "fp16", "float"):
+            raise OpenNPUError(f"--pin takes NODE=MODE (MODE: int8, int16, fp16, float), got {item!r}")
+        pin[node] = mode
+    return {"equalize": args.equalize, "refine": args.refine, "weight_rounding": args.weight_rounding,
+            **({"pin": pin} if pin else {})}
+
+
 def cmd_compile(args) -> int:
     from .runtime.program import save_program
     from .targets.rk3588.compiler import compile_lowered
 
     compiled = compile_lowered(_load(args), target=args.target, calibration=args.calibration, dtype=args.dtype,
-                               method=args.method, progress=True)
+                               method=args.method, progress=True, quant_options=_quant_options(args))
     save_program(compiled.program, args.output)
     payload = compiled.program.manifest.target_payload
     stats = payload["stats"]
@@ -194,7 +218,7 @@ def cmd_report(args) -> int:
 
     cal = args.calibration[0] if len(args.calibration) == 1 else args.calibration
     rep = build_report(args.model, cores=args.cores, clock_mhz=args.clock_mhz, driver=args.driver, calibration=cal,
-                       method=args.method, progress=True)
+                       method=args.method, progress=True, quant_options=_quant_options(args))
     print_summary(rep)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1))
@@ -242,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_comp.add_argument("--calibration", nargs="+", default=["zoo"], metavar="zoo|DIR|NPY",
                         help="'zoo' (real data shipped for zoo models), a folder of images/.npy, or .npy files")
     p_comp.add_argument("--dtype", default="int8", choices=["int8"])
-    p_comp.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"])
+    _add_quant_args(p_comp)
     _add_shape_args(p_comp)
     p_comp.set_defaults(func=cmd_compile)
 
@@ -262,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--clock-mhz", type=float, default=1000.0)
     p_rep.add_argument("--driver", default="rknn", choices=["rknn", "rocket"])
     p_rep.add_argument("--calibration", nargs="+", default=["zoo"], metavar="zoo|DIR|NPY")
-    p_rep.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"])
+    _add_quant_args(p_rep)
     p_rep.set_defaults(func=cmd_report)
 
     p_demo = sub.add_parser("demo", help="the main job: a real model on real photos")

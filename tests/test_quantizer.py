@@ -238,6 +238,11 @@ def test_imagenet_int8_top1_agreement(name):
     print(f"\n{name}: int8 top-1 agreement with float {100 * rate:.1f}% on {rep.num_inputs * bs} augmented photos, "
           f"logits SQNR {out['sqnr_db']:.1f} dB (quantize {t1 - t0:.1f}s, float + int8 with per-layer stats "
           f"{t2 - t1:.1f}s; {q.metadata['quantization']})")
+    m = rep.margins
+    print(f"float decision margins: {100 * m['near_ties']:.1f}% of views have a top-1/top-2 gap under 2% of the logit "
+          f"rms; iid-error model expects {100 * m['expected_agreement']:.1f}% at this SQNR and needs "
+          f"{m['sqnr_needed_db']['0.98']:.1f} dB for 98%; flipped views' relative gaps: "
+          + ", ".join(f"{g:.3f}" for g in m["flipped_relative_gaps"]))
     print("layers adding the most error (SQNR drop):")
     for s in rep.worst_layers(5):
         print(f"  {s.tensor:28s} {s.op_type:8s} SQNR {s.sqnr_db:5.1f} dB  drop {s.drop_db:+.1f} dB")

@@ -209,6 +209,28 @@ def test_float_model_needs_calibration():
         compile_model(g, target="ethos-u")
 
 
+def test_cli_compile_passes_quantizer_options(tmp_path, capsys):
+    """``opennpu compile --equalize --refine --pin NODE=int16``: the options reach opennpu.quantize (the pinned
+    Gemm is int16 and placed on the CPU with its reason, the rest stays on the NPU); bad pins are one-line
+    errors, not tracebacks."""
+    from opennpu.cli import main
+    from opennpu.runtime.program import load_program
+
+    out = tmp_path / "m.npu"
+    assert main(["compile", "mnist-cnn", "-o", str(out), "--method", "percentile", "--equalize", "--refine",
+                 "--weight-rounding", "nearest", "--pin", "classifier.2=int16"]) == 0
+    printed = capsys.readouterr().out
+    assert "cpu Gemm" in printed and "classifier.2" in printed and "int16" in printed
+    placements = {p["node"]: p for p in load_program(out).manifest.target_payload["placements"]}
+    assert placements["classifier.2"]["device"] == "cpu" and placements["features.3"]["device"] == "npu"
+    assert main(["compile", "mnist-cnn", "-o", str(out), "--pin", "classifier.2"]) == 2
+    assert main(["compile", "mnist-cnn", "-o", str(out), "--pin", "nosuch=int16"]) == 2
+    err = capsys.readouterr().err
+    assert "NODE=MODE" in err and "nosuch" in err and "Traceback" not in err
+    with pytest.raises(CompileError, match="unknown quantization options"):
+        compile_model(opennpu.load_model("mnist-cnn"), calibration="zoo", quant_options={"equalise": True})
+
+
 # ---- a synthetic model exercising the lowering paths ---------------------------------------------------------------
 
 def _synthetic() -> Graph:

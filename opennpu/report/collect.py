@@ -273,7 +273,7 @@ def zoo_feeds(graph: Any, n: int) -> list[dict[str, np.ndarray]] | None:
 def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: str = "rknn",
                  calibration: Any = "zoo", method: str = "minmax", n_accuracy: int = 4,
                  progress: bool = False, compiled: Any = None, n_calibration: int | None = None,
-                 n_top1: int = 16) -> dict[str, Any]:
+                 n_top1: int = 16, quant_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report for a zoo name, a model file, or a ``.npu`` program path. ``n_calibration`` keeps only the
     first calibration inputs (fast reports); ``n_top1`` augmented photos measure classifiers' top-1 agreement."""
     from opennpu.frontends import load_model
@@ -290,7 +290,8 @@ def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: 
             from opennpu.targets.rk3588.compiler import resolve_calibration
 
             cal = list(resolve_calibration(graph, calibration))[:n_calibration]
-        compiled = compile_lowered(graph, calibration=cal, method=method, progress=progress)
+        compiled = compile_lowered(graph, calibration=cal, method=method, progress=progress,
+                                   quant_options=quant_options)
     feeds = zoo_feeds(graph, n_accuracy) if calibration == "zoo" else None
     if feeds is None and calibration != "zoo":
         from opennpu.targets.rk3588.compiler import resolve_calibration

@@ -23,6 +23,7 @@ graph, lowering, memory plan, schedules, timings) for tests and reports.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,11 @@ def resolve_calibration(graph: Graph, spec: Any) -> Any:
     return spec
 
 
-def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: bool) -> Graph:
+QUANT_OPTIONS = ("equalize", "refine", "pin", "weight_rounding", "percentile")  # passed on to opennpu.quantize
+
+
+def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: bool,
+               quant_options: Mapping[str, Any] | None = None) -> Graph:
     from opennpu.frontends import load_model
 
     g = load_model(model) if isinstance(model, (str, Path)) else model
@@ -101,8 +106,12 @@ def _quantized(model: Any, calibration: Any, dtype: str, method: str, progress: 
 
     # Per-channel scales go through the 14-bit BS multiplier (docs/rk3588-arithmetic.md): keep every channel's
     # scale within 2^-12 of the layer's largest so near-dead channels round to zero instead of underflowing it.
+    options = dict(quant_options or {})
+    unknown = sorted(set(options) - set(QUANT_OPTIONS))
+    if unknown:
+        raise CompileError(f"unknown quantization options {unknown}; choose from {list(QUANT_OPTIONS)}")
     return opennpu.quantize(g, resolve_calibration(g, calibration), dtype=dtype, method=method, progress=progress,
-                            min_channel_scale_ratio=2.0 ** -12)
+                            min_channel_scale_ratio=2.0 ** -12, **options)
 
 
 def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
@@ -170,14 +179,16 @@ def _spec_json(c: LW.Conversion, low: LW.Lowering, addr: int) -> dict[str, Any]:
 
 
 def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
-                    method: str = "minmax", progress: bool = False) -> Compiled:
-    """Everything compile_model does, returning the intermediate results too."""
+                    method: str = "minmax", progress: bool = False,
+                    quant_options: Mapping[str, Any] | None = None) -> Compiled:
+    """Everything compile_model does, returning the intermediate results too. ``quant_options``: more
+    ``opennpu.quantize`` arguments for a float model (``QUANT_OPTIONS``: equalize, refine, pin, ...)."""
     if target != TARGET:
         raise CompileError(f"unknown target {target!r} (this compiler targets {TARGET!r})")
     if dtype != "int8":
         raise CompileError(f"rk3588 compilation for dtype {dtype} not implemented yet (planned: fp16); use int8")
     t0 = time.perf_counter()
-    q = _quantized(model, calibration, dtype, method, progress)
+    q = _quantized(model, calibration, dtype, method, progress, quant_options)
     t1 = time.perf_counter()
     for name in q.inputs:
         shape = q.tensor(name).shape
@@ -317,10 +328,12 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
 
 
 def compile_model(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
-                  method: str = "minmax", progress: bool = False) -> Program:
+                  method: str = "minmax", progress: bool = False,
+                  quant_options: Mapping[str, Any] | None = None) -> Program:
     """Quantize (if needed), partition, lower, codegen and package ``model`` (a Graph or a model path/zoo name)
     as a Program that runs without the source model (``opennpu.runtime.devices.run_program``)."""
-    return compile_lowered(model, target, calibration, dtype=dtype, method=method, progress=progress).program
+    return compile_lowered(model, target, calibration, dtype=dtype, method=method, progress=progress,
+                           quant_options=quant_options).program
 
 
-__all__ = ["Compiled", "compile_lowered", "compile_model", "resolve_calibration"]
+__all__ = ["QUANT_OPTIONS", "Compiled", "compile_lowered", "compile_model", "resolve_calibration"]
