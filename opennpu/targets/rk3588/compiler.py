@@ -129,7 +129,7 @@ def _sched_ops(low: LW.Lowering, seg: LW.LoweredSegment) -> list[SchedOp]:
     for op in ops:
         deps: list[str] = []
         ext: list[str] = []
-        for t in [op.input] + ([op.ew_input] if getattr(op, "ew_input", None) else []):
+        for t in op.reads:
             b, g0, g1 = low.region(t)
             hit = [w for w, (wb, w0, w1) in writes.items() if wb == b and w0 < g1 and g0 < w1 and w != op.name]
             deps += hit

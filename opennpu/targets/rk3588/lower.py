@@ -138,6 +138,11 @@ class ConvOp:
     def bs_record(self) -> int:
         return BS_RECORD if self.requant.per_channel else 4
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Tensors the op reads from memory: the CNA's feature input and the DPU's element-wise operand."""
+        return (self.input,) if self.ew_input is None else (self.input, self.ew_input)
+
 
 @dataclass
 class AliasOp:

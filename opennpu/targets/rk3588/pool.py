@@ -110,6 +110,11 @@ class PoolOp:
         if not self.stages:
             self.stages = [self.geometry]
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Tensors the op reads from memory (as ConvOp.reads)."""
+        return (self.input,)
+
     def stage_buffer(self, k: int) -> str:
         """Name of the scratch buffer stage ``k`` writes (k < last stage)."""
         return f"{self.name}#stage{k}"
