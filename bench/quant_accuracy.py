@@ -29,11 +29,12 @@ so it lives in its own venv under the user cache (bench/_peers.py: created on fi
 torch 2.13.0 instead of the pinned torch, whose CUDA build is several GB) and this bench never imports it. For
 each model the bench writes the calibration inputs as .npy files with a dataset.txt and the eval inputs as one
 .npy, and runs bench/peer_workers/rknn_worker.py in that venv: ``RKNN.config(target_platform="rk3588",
-quantized_dtype="w8a8", quantized_algorithm="normal", quantized_method="channel")``, ``load_onnx``,
+quantized_dtype="w8a8", quantized_algorithm=<each of --rknn-algorithms: normal, mmse, kl_divergence>,
+quantized_method="channel")``, ``load_onnx``,
 ``build(do_quantization=True, dataset=dataset.txt)``, ``init_runtime()`` (the simulator, no board) and
 ``inference`` one input at a time; the outputs come back as .npy (no pickle) and are scored like every other row::
 
-    python bench/quant_accuracy.py --models mobilenetv2 --rknn
+    python bench/quant_accuracy.py --models mobilenetv2 --rknn --rknn-algorithms normal,mmse
     # by hand, in the venv bench/_peers.py made (job.json: see the worker's docstring):
     ~/.cache/opennpu/peers/rknn-toolkit2/bin/python bench/peer_workers/rknn_worker.py job.json result.json
 
