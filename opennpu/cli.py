@@ -162,8 +162,9 @@ def cmd_run(args) -> int:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "kl", "mse"],
-                   help="activation range calibration (default minmax)")
+    p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "kl", "mse"],
+                   help="activation range calibration (default percentile: min/max lets the heavy tails of "
+                        "MobileNet-style projections set the step)")
     p.add_argument("--equalize", action="store_true",
                    help="cross-layer activation equalization before calibrating (helps MobileNet-style models)")
     p.add_argument("--refine", action="store_true",

@@ -425,7 +425,7 @@ class _Builder:
         self.g.nodes.append(Node(node.op_type, inputs, outs, dict(node.attrs), node.name))
 
 
-def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str = "int8", per_channel: bool = True,
+def quantize(graph: Graph, calibration: Any, method: str = "percentile", dtype: str = "int8", per_channel: bool = True,
              weight_dtype: str | None = None, pin: dict[str, str] | None = None, progress: bool = True,
              percentile: float = 99.99, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
              bias_correction: bool = True, weight_rounding: str = "gptq",
@@ -433,6 +433,10 @@ def quantize(graph: Graph, calibration: Any, method: str = "minmax", dtype: str 
              equalize: bool = False) -> Graph:
     """Quantize a float graph (see the module docstring). ``calibration``: feed dicts (list / iterator), an
     ndarray batch, a folder of images, .npy file(s), or a ``Calibration`` collected earlier.
+    ``method`` (activation ranges; calibration.py) defaults to ``percentile``: on held-out augmented photos
+    (logits SQNR) MobileNetV2 gets 18.6 dB with it, 14.0 dB with ``minmax`` and 16.4 dB with ``mse``;
+    EfficientNet-Lite0 24.9, 25.4 and 25.9 dB (min/max lets a few outliers set the step of heavy-tailed
+    tensors; mnist-cnn is equal either way).
     ``min_channel_scale_ratio``: floor every per-channel weight scale at this fraction of the layer's largest
     one (a target constraint, e.g. the RK3588's 14-bit per-channel multiplier); near-dead channels then round
     to zero instead of needing a multiplier the hardware cannot hold.

@@ -271,7 +271,7 @@ def zoo_feeds(graph: Any, n: int) -> list[dict[str, np.ndarray]] | None:
 
 
 def build_report(model: str, cores: int = 1, clock_mhz: float = 1000.0, driver: str = "rknn",
-                 calibration: Any = "zoo", method: str = "minmax", n_accuracy: int = 4,
+                 calibration: Any = "zoo", method: str = "percentile", n_accuracy: int = 4,
                  progress: bool = False, compiled: Any = None, n_calibration: int | None = None,
                  n_top1: int = 16, quant_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report for a zoo name, a model file, or a ``.npu`` program path. ``n_calibration`` keeps only the

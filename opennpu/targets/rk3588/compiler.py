@@ -179,7 +179,7 @@ def _spec_json(c: LW.Conversion, low: LW.Lowering, addr: int) -> dict[str, Any]:
 
 
 def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
-                    method: str = "minmax", progress: bool = False,
+                    method: str = "percentile", progress: bool = False,
                     quant_options: Mapping[str, Any] | None = None) -> Compiled:
     """Everything compile_model does, returning the intermediate results too. ``quant_options``: more
     ``opennpu.quantize`` arguments for a float model (``QUANT_OPTIONS``: equalize, refine, pin, ...)."""
@@ -328,7 +328,7 @@ def compile_lowered(model: Any, target: str = TARGET, calibration: Any = None, *
 
 
 def compile_model(model: Any, target: str = TARGET, calibration: Any = None, *, dtype: str = "int8",
-                  method: str = "minmax", progress: bool = False,
+                  method: str = "percentile", progress: bool = False,
                   quant_options: Mapping[str, Any] | None = None) -> Program:
     """Quantize (if needed), partition, lower, codegen and package ``model`` (a Graph or a model path/zoo name)
     as a Program that runs without the source model (``opennpu.runtime.devices.run_program``)."""
