@@ -331,6 +331,13 @@ def bench_model(model: str, args, workdir: Path) -> dict:
             except RuntimeError as e:
                 add(label, None, None, error=str(e))
     result = {"model": model, "n_eval": len(x), "n_calib": len(calib), "rows": rows}
+    if args.plot_dir and labels is None:
+        from opennpu.quant.analysis import plot_agreement_vs_sqnr
+
+        Path(args.plot_dir).mkdir(parents=True, exist_ok=True)
+        points = {r["method"]: (r["output_sqnr_db"], r["top1_agreement"]) for r in rows if "output_sqnr_db" in r}
+        print("wrote", plot_agreement_vs_sqnr(ref, points, Path(args.plot_dir) / f"{model}-agreement-vs-sqnr.png",
+                                               title=f"{model}: top-1 agreement vs logits SQNR ({len(x)} views)"))
     if qgraph is not None and args.layers:
         from opennpu.quant.analysis import compare_layers
 

@@ -128,7 +128,7 @@ def test_report_on_opennpu_quantized_graph(mnist):
     assert all(s.cosine > 0.99 for s in rep.layers)
 
 
-def test_expected_agreement_matches_simulated_noise():
+def test_expected_agreement_matches_simulated_noise(tmp_path):
     """The margin model (quant/analysis.py) against a Monte Carlo oracle: add independent Gaussian errors at a
     given SQNR to logits with a spread of top-2 gaps and count the kept decisions; sqnr_needed inverts it."""
     from opennpu.quant.analysis import expected_agreement, margin_summary, sqnr_needed, top2_gaps
@@ -146,6 +146,10 @@ def test_expected_agreement_matches_simulated_noise():
     need = sqnr_needed(logits, 0.98)
     assert abs(expected_agreement(logits, need) - 0.98) < 1e-3
     np.testing.assert_allclose(top2_gaps(np.array([[1.0, 3.0, 2.5]])), [0.5])
+    from opennpu.quant.analysis import plot_agreement_vs_sqnr
+
+    png = plot_agreement_vs_sqnr(logits, {"a": (20.0, 0.9), "b": (30.0, 0.97)}, tmp_path / "agr.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     q = logits.copy()
     q[0] = -q[0]  # one flipped row
     m = margin_summary(logits, q, 30.0)

@@ -260,6 +260,38 @@ def margin_summary(float_logits: np.ndarray, quant_logits: np.ndarray, sqnr_db: 
             "flipped_relative_gaps": sorted(float(v) for v in rel[flipped])}
 
 
+def plot_agreement_vs_sqnr(float_logits: np.ndarray, measured: Mapping[str, tuple[float, float]],
+                           path: str | Path, title: str = "") -> Path:
+    """PNG: the top-1 agreement that independent logit errors would leave at each SQNR on these inputs (the
+    margin model, ``expected_agreement``), with the measured (SQNR dB, agreement) of each quantizer in
+    ``measured`` and the SQNR that 98% needs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    db = np.linspace(10.0, 50.0, 41)
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    ax.plot(db, [100 * expected_agreement(float_logits, d) for d in db], color="tab:gray",
+            label="independent logit errors (model)")
+    need = sqnr_needed(float_logits, 0.98)
+    ax.axhline(98.0, color="tab:red", lw=0.8, ls="--")
+    if math.isfinite(need):
+        ax.axvline(need, color="tab:red", lw=0.8, ls=":", label=f"98% needs {need:.1f} dB")
+    for label, (s, a) in measured.items():
+        ax.scatter([s], [100 * a], zorder=3)
+        ax.annotate(label, (s, 100 * a), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("logits SQNR vs float (dB)")
+    ax.set_ylabel("top-1 agreement with float (%)")
+    ax.set_title(title or f"top-1 agreement vs output error ({len(float_logits)} inputs)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def ideal_sqnr(dtype: str) -> float:
     """SQNR of a full-scale sine quantized with the format's mantissa/integer bits: 6.02 b + 1.76 dB."""
     bits = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "float16": 11}.get(dtype)
@@ -406,4 +438,4 @@ def compare_layers(float_graph: Graph, qgraph: Graph, feeds_list: Iterable[Mappi
 
 
 __all__ = ["AccuracyReport", "LayerStat", "compare_layers", "dequantize", "expected_agreement", "is_quantized",
-           "margin_summary", "real_value", "sqnr_needed", "top2_gaps"]
+           "margin_summary", "plot_agreement_vs_sqnr", "real_value", "sqnr_needed", "top2_gaps"]
