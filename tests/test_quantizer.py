@@ -444,3 +444,29 @@ def test_mse_range_matches_brute_force_search(dist):
     best = min(qdq_err(a, b) for a in los for b in his)
     assert qdq_err(lo, hi) <= 1.05 * best, (lo, hi, qdq_err(lo, hi), best)
     assert qdq_err(lo, hi) < qdq_err(min(x.min(), 0), x.max())
+
+
+def test_near_dead_channel_keeps_its_bias():
+    """A BN-folded filter that never fires (weights ~1e-6, bias -6; EfficientNet-Lite0's stem has two): its
+    per-channel weight scale must not shrink with its weights, or the int32 bias saturates and the
+    accumulator wraps to a large positive output. Oracle: the float graph, whose ReLU6 output is 0 there."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w[1] *= 1e-6
+    b = np.array([0.5, -5.9, 0.1, -0.2], np.float32)
+    g = Graph("stem")
+    g.add_tensor(Tensor("x", (2, 3, 16, 16), "float32"))
+    g.add_const("w", w)
+    g.add_const("b", b)
+    g.add_node("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1], "clip": (0.0, 6.0)}, name="conv")
+    g.add_tensor(Tensor("y", (2, 4, 16, 16), "float32"))
+    g.inputs, g.outputs = ["x"], ["y"]
+    cal = [{"x": rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
+    x = {"x": rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)}
+    for rounding in ("nearest", "gptq"):
+        q = opennpu.quantize(g, cal, method="minmax", weight_rounding=rounding, progress=False)
+        bias = next(t for t in q.tensors.values() if t.name.startswith("b.") and t.dtype == "int32")
+        assert np.abs(bias.data.astype(np.int64)).max() < 2 ** 30
+        got, want = run_quantized(q, x)["y"], run_graph(g, x)["y"]
+        assert np.all(want[:, 1] == 0) and np.all(got[:, 1] == 0), rounding
+        assert np.abs(got - want).max() < 0.1, rounding  # input + output steps (~4 LSB of 6/255)

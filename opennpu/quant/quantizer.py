@@ -225,10 +225,12 @@ class _Params:
 
 
 def _quantize_weight(w: np.ndarray, axis: int | None, bits: int, h: np.ndarray | None = None,
-                     out_axis: int = 0, min_ratio: float | None = None) -> tuple[np.ndarray, QuantInfo]:
+                     out_axis: int = 0, min_ratio: float | None = None,
+                     min_scale: np.ndarray | None = None) -> tuple[np.ndarray, QuantInfo]:
     """Symmetric quantization (zero point 0) to [-(2^(bits-1) - 1), 2^(bits-1) - 1], per channel along
     ``axis`` (None: per tensor). With ``h`` (the input second moments of the layer, see gptq.py) the
-    rounding is GPTQ's error-compensating one; otherwise round-to-nearest with the conv taps' sums kept."""
+    rounding is GPTQ's error-compensating one; otherwise round-to-nearest with the conv taps' sums kept.
+    ``min_scale``: per-channel floor of the scale (``_bias_scale_floor``)."""
     qmax = (1 << (bits - 1)) - 1
     w64 = w.astype(np.float64)
     if axis is None:
@@ -243,6 +245,9 @@ def _quantize_weight(w: np.ndarray, axis: int | None, bits: int, h: np.ndarray |
         floor = np.float32(amax.max() / qmax * min_ratio)
         # dead channels (all-zero weights) take the largest live scale instead of 1.0
         scale = np.where(amax > 0, np.maximum(scale, floor), np.float32(amax.max() / qmax)).astype(np.float32)
+    if min_scale is not None:
+        ms = np.asarray(min_scale, np.float64)
+        scale = np.maximum(scale, np.float32(ms.max()) if axis is None else ms.astype(np.float32)).astype(np.float32)
     v = w64 / scale.astype(np.float64).reshape(shape)
     q = None
     if h is not None:
@@ -636,6 +641,22 @@ def _has_const_weights(src: Graph, node: Node) -> bool:
     return node.op_type in ("Conv", "Gemm") or (node.op_type == "MatMul" and src.tensor(node.inputs[1]).is_const)
 
 
+BIAS_INT_LIMIT = float(1 << 28)  # |int32 bias| bound: 8x below int32 for the accumulation and refined ranges
+
+
+def _bias_scale_floor(b: _Builder, node: Node, bias: np.ndarray | None) -> np.ndarray | None:
+    """Per-output-channel weight-scale floor that keeps the int32 bias (scale = input scale x weight scale)
+    within BIAS_INT_LIMIT. A near-dead channel (weights ~1e-6, bias -6: BN folded onto a filter that never
+    fires) would otherwise get a weight scale so small that its bias saturates int32, and the saturated bias
+    plus the accumulator wraps around to a large positive output; with the floor its weights round to zero
+    and its bias is exact."""
+    if bias is None or node.inputs[0] not in b.p.cal.stats:
+        return None
+    lo, hi = b.p.range(node.inputs[0])
+    s_in = max(hi - lo, 1e-8) / 255.0
+    return np.abs(bias.astype(np.float64).reshape(-1)) / (s_in * BIAS_INT_LIMIT)
+
+
 def _quantized_weights(b: _Builder, node: Node, per_channel: bool, weight_dtype: str | None, weight_rounding: str,
                        bias_correction: bool) -> tuple[np.ndarray, np.ndarray, QuantInfo, int, int, np.ndarray | None]:
     """(float weights, integer weights, their QuantInfo, output axis, bits, float bias with the analytic
@@ -652,9 +673,9 @@ def _quantized_weights(b: _Builder, node: Node, per_channel: bool, weight_dtype:
         axis = 1
     bits = 4 if weight_dtype == "int4" and op in ("Gemm", "MatMul") else 8
     h = b.p.cal.hessians.get(node.name) if weight_rounding == "gptq" else None
-    wq, winfo = _quantize_weight(w, axis if per_channel else None, bits, h, axis,
-                                 getattr(b, "min_channel_scale_ratio", None))
     bias = src.const(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+    wq, winfo = _quantize_weight(w, axis if per_channel else None, bits, h, axis,
+                                 getattr(b, "min_channel_scale_ratio", None), _bias_scale_floor(b, node, bias))
     shift = _bias_shift(b, node, w, wq, winfo, axis) if bias_correction and op != "MatMul" else None
     if shift is not None:
         bias = (np.zeros(w.shape[axis], np.float64) if bias is None else bias.reshape(-1)) - shift
