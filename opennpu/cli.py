@@ -175,11 +175,13 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quant_options(args) -> dict[str, Any]:
+    from .quant.quantizer import MODES
+
     pin = {}
     for item in args.pin:
         node, sep, mode = item.partition("=")
-        if not sep or not node or mode not in ("int8", "int16", "fp16", "float"):
-            raise OpenNPUError(f"--pin takes NODE=MODE (MODE: int8, int16, fp16, float), got {item!r}")
+        if not sep or not node or mode not in MODES:
+            raise OpenNPUError(f"--pin takes NODE=MODE (MODE: {', '.join(MODES)}), got {item!r}")
         pin[node] = mode
     return {"equalize": args.equalize, "refine": args.refine, "weight_rounding": args.weight_rounding,
             **({"pin": pin} if pin else {})}
